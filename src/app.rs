@@ -1,0 +1,259 @@
+//! Wiring: the tasks of `teal run`, and the one-shot `render` and `check`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use notify::Watcher as _;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{self, Applier, Outcome};
+use crate::docker::{self, Report, Watcher};
+use crate::model::{Change, ContainerUpdate, Inventory, Scope, Snapshot};
+use crate::render::{Context, ContextSettings, Renderer};
+use crate::settings::{ReloadMode, Settings};
+
+/// `teal run`: follow Docker and keep HAProxy in step until SIGTERM/SIGINT.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.state_dir)
+        .with_context(|| format!("cannot create --state-dir {}", settings.state_dir.display()))?;
+    if let Some(dir) = settings.config.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // Fail fast on a template that does not parse: nothing good came before it.
+    Renderer::load(settings.template.as_deref())?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let scope = scope(&settings).await?;
+
+    let (reports_tx, reports_rx) = mpsc::channel(1024);
+    let watcher = Watcher {
+        host: settings.docker_host.clone(),
+        label_prefix: settings.label_prefix.clone(),
+        reports: reports_tx,
+    };
+    let docker_task = tokio::spawn(watcher.run(shutdown.clone()));
+    let (snapshots_tx, snapshots_rx) = watch::channel(None);
+    let model_task = tokio::spawn(own_model(scope, reports_rx, snapshots_tx));
+    let docker_for_reload = match &settings.reload {
+        ReloadMode::Container(_) => Some(docker::connect(settings.docker_host.as_deref()).await?),
+        _ => None,
+    };
+    let applier = Applier::new(&settings, docker_for_reload, shutdown.clone());
+    let result = render_and_apply(&settings, applier, snapshots_rx, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = docker_task.await;
+    let _ = model_task.await;
+    result
+}
+
+/// Which containers are ours and which networks HAProxy can reach: when
+/// teal runs in a container, its own networks and compose project.
+async fn scope(settings: &Settings) -> anyhow::Result<Scope> {
+    let mut scope = Scope {
+        label_prefix: settings.label_prefix.clone(),
+        project: settings.project.clone(),
+        own_networks: None,
+    };
+    if let Some(id) = docker::own_container_id() {
+        let docker = docker::connect(settings.docker_host.as_deref()).await?;
+        let own = docker::own_container(&docker, &id)
+            .await
+            .context("teal runs in a container but cannot inspect it")?;
+        tracing::info!(networks = ?own.networks, project = ?own.project, "teal runs in a container");
+        scope.own_networks = Some(own.networks.into_iter().collect::<BTreeSet<_>>());
+        if scope.project.is_none() {
+            scope.project = own.project;
+        }
+    }
+    Ok(scope)
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+/// The model's one owner: applies Docker's reports, publishes snapshots and
+/// logs each decision once.
+async fn own_model(scope: Scope, mut reports: mpsc::Receiver<Report>, snapshots: watch::Sender<Option<Arc<Snapshot>>>) {
+    let mut inventory = Inventory::default();
+    let mut current = Snapshot::default();
+    let mut listed = false;
+    while let Some(report) = reports.recv().await {
+        let update = match report {
+            Report::Connected => continue,
+            Report::Disconnected(_) => continue,
+            Report::Update(update) => update,
+        };
+        let resync = matches!(update, ContainerUpdate::Resync(_));
+        if !inventory.apply(update) && (listed || !resync) {
+            continue;
+        }
+        listed = true;
+        let next = inventory.snapshot(&scope);
+        log_changes(&current, &next);
+        current = next.clone();
+        snapshots.send_replace(Some(Arc::new(next)));
+    }
+}
+
+fn log_changes(before: &Snapshot, after: &Snapshot) {
+    for change in before.changes(after) {
+        match change {
+            Change::ServerAdded { service, server } => tracing::info!(
+                %service, container = %server.container_name, address = %server.address, port = server.port,
+                state = ?server.state, "server added"
+            ),
+            Change::ServerRemoved { service, server } => {
+                tracing::info!(%service, container = %server.container_name, "server removed")
+            }
+            Change::ServerUpdated { service, server, was } => tracing::info!(
+                %service, container = %server.container_name, from = ?was.state, to = ?server.state,
+                reason = server.reason.as_deref().unwrap_or(""), weight = server.weight, "server state changed"
+            ),
+            Change::ContainerExcluded(excluded) => tracing::warn!(
+                container = %excluded.container_name, reason = %excluded.reason, "container left out"
+            ),
+        }
+    }
+}
+
+/// Renders each new snapshot (after the debounce) or template edit and
+/// applies it. Errors keep the last good config and are logged.
+async fn render_and_apply(
+    settings: &Settings,
+    mut applier: Applier,
+    mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let context_settings = ContextSettings::new(settings);
+    let (template_tx, mut template_edits) = mpsc::channel(1);
+    let _template_watch = match &settings.template {
+        Some(path) => Some(watch_template(path, template_tx)?),
+        None => None,
+    };
+    let mut renderer = Renderer::load(settings.template.as_deref())?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = snapshots.changed() => if changed.is_err() { break },
+            Some(()) = template_edits.recv() => match Renderer::load(settings.template.as_deref()) {
+                Ok(next) => {
+                    tracing::info!("template changed; re-rendering");
+                    renderer = next;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "template edit refused; the last good config keeps serving");
+                    continue;
+                }
+            },
+        }
+        // Coalesce a burst: wait out the debounce, then take the newest snapshot.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(settings.debounce) => {}
+        }
+        let Some(snapshot) = snapshots.borrow_and_update().clone() else {
+            continue;
+        };
+        let started = std::time::Instant::now();
+        let text = match renderer.render(&Context::new(&context_settings, &snapshot)) {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::error!(%error, "render failed; the last good config keeps serving");
+                continue;
+            }
+        };
+        match applier.apply(&snapshot, text).await {
+            Ok(Outcome::Unchanged) => {}
+            Ok(outcome) => tracing::info!(?outcome, took = ?started.elapsed(), "config applied"),
+            Err(error) => tracing::error!(%error, "config not applied"),
+        }
+    }
+    applier.stop().await;
+    Ok(())
+}
+
+/// Editors replace files rather than write them, so watch the directory and
+/// pick out the template's name.
+fn watch_template(path: &Path, edits: mpsc::Sender<()>) -> anyhow::Result<notify::RecommendedWatcher> {
+    let path = std::path::absolute(path).with_context(|| format!("bad --template path {}", path.display()))?;
+    let dir = path.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let name = path.file_name().map(|n| n.to_owned());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event.paths.iter().any(|p| p.file_name() == name.as_deref()) && !event.kind.is_access() {
+                let _ = edits.try_send(());
+            }
+        }
+    })?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {} for template edits", dir.display()))?;
+    Ok(watcher)
+}
+
+/// Lists once and builds the snapshot: the shared start of `render` and `check`.
+async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
+    let docker = docker::connect(settings.docker_host.as_deref()).await?;
+    let facts = docker::list(&docker, &settings.label_prefix).await?;
+    let mut inventory = Inventory::default();
+    inventory.apply(ContainerUpdate::Resync(facts));
+    Ok(inventory.snapshot(&scope(settings).await?))
+}
+
+/// `teal render`: print the config (or with `context`, the template context).
+pub async fn render(settings: Settings, context: bool) -> anyhow::Result<()> {
+    let snapshot = discover(&settings).await?;
+    let context_settings = ContextSettings::new(&settings);
+    let template_context = Context::new(&context_settings, &snapshot);
+    if context {
+        println!("{}", serde_json::to_string_pretty(&template_context)?);
+    } else {
+        print!(
+            "{}",
+            Renderer::load(settings.template.as_deref())?.render(&template_context)?
+        );
+    }
+    Ok(())
+}
+
+/// `teal check`: render and validate with `haproxy -c`.
+pub async fn check(settings: Settings) -> anyhow::Result<()> {
+    let snapshot = discover(&settings).await?;
+    let context_settings = ContextSettings::new(&settings);
+    let text = Renderer::load(settings.template.as_deref())?.render(&Context::new(&context_settings, &snapshot))?;
+    let dir = tempfile_dir()?;
+    let path = dir.join("haproxy.cfg");
+    apply::write_atomic(&path, text.as_bytes())?;
+    let result = apply::validate(&settings.haproxy, &path).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    for excluded in &snapshot.excluded {
+        println!("left out: {} ({})", excluded.container_name, excluded.reason);
+    }
+    println!(
+        "config is valid: {} services, {} servers",
+        snapshot.services.len(),
+        snapshot.services.iter().map(|s| s.servers.len()).sum::<usize>()
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("teal-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}

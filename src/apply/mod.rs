@@ -1,0 +1,308 @@
+//! Rendered text -> the running HAProxy.
+//!
+//! Every new config is validated with `haproxy -c` before anything else.
+//! When only server states or weights changed, the runtime API applies them
+//! and the file is rewritten to agree; otherwise the file is replaced
+//! atomically and HAProxy reloaded, one reload at a time, each awaited.
+//! A config HAProxy rejects is never applied: the last good one keeps
+//! serving, on disk too.
+
+mod file;
+mod socket;
+mod supervisor;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Change, ServerState, Snapshot};
+use crate::settings::{ReloadMode, Settings};
+use supervisor::{Supervisor, SupervisorConfig};
+
+pub use file::write_atomic;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("haproxy rejected the new config, the last good one keeps serving:\n{0}")]
+    Rejected(String),
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("reload failed, the last good config keeps serving: {0}")]
+    Reload(String),
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    /// Applied through the runtime API with this many commands; no reload.
+    Runtime(usize),
+    Reloaded,
+    /// HAProxy was started on this config (supervise mode).
+    Started,
+    /// `--reload none`: the file was written, nothing signalled.
+    Written,
+}
+
+struct Applied {
+    text: String,
+    snapshot: Snapshot,
+}
+
+pub struct Applier {
+    haproxy: PathBuf,
+    config: PathBuf,
+    admin_socket: PathBuf,
+    master_socket: PathBuf,
+    server_state_file: PathBuf,
+    reload: ReloadMode,
+    docker: Option<bollard::Docker>,
+    supervisor: Option<Supervisor>,
+    shutdown: CancellationToken,
+    applied: Option<Applied>,
+}
+
+impl Applier {
+    /// `docker` is needed for `--reload container:NAME` only.
+    pub fn new(settings: &Settings, docker: Option<bollard::Docker>, shutdown: CancellationToken) -> Self {
+        Self {
+            haproxy: settings.haproxy.clone(),
+            config: settings.config.clone(),
+            admin_socket: settings.admin_socket(),
+            master_socket: settings.master_socket(),
+            server_state_file: settings.server_state_file(),
+            reload: settings.reload.clone(),
+            docker,
+            supervisor: None,
+            shutdown,
+            applied: None,
+        }
+    }
+
+    pub async fn apply(&mut self, snapshot: &Snapshot, text: String) -> Result<Outcome, ApplyError> {
+        if self.applied.as_ref().is_some_and(|a| a.text == text) {
+            return Ok(Outcome::Unchanged);
+        }
+        let staged = self.config.with_extension("cfg.next");
+        write_atomic(&staged, text.as_bytes()).map_err(|source| write_error(&staged, source))?;
+        if let Err(error) = validate(&self.haproxy, &staged).await {
+            let _ = std::fs::remove_file(&staged);
+            return Err(error);
+        }
+
+        let runtime_commands = match &self.applied {
+            Some(applied) if self.haproxy_running() && applied.snapshot.same_structure(snapshot) => {
+                Some(runtime_commands(&applied.snapshot, snapshot))
+            }
+            _ => None,
+        };
+        let runtime_ok = match &runtime_commands {
+            Some(commands) => self.run_runtime(commands).await,
+            None => false,
+        };
+
+        let previous = std::fs::read(&self.config).ok();
+        std::fs::rename(&staged, &self.config).map_err(|source| write_error(&self.config, source))?;
+        let outcome = if runtime_ok {
+            Outcome::Runtime(runtime_commands.map_or(0, |c| c.len()))
+        } else {
+            match self.reload().await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // Keep the file HAProxy runs on disk, so a restart uses it.
+                    if let Some(previous) = previous {
+                        let _ = write_atomic(&self.config, &previous);
+                    }
+                    return Err(error);
+                }
+            }
+        };
+        self.applied = Some(Applied {
+            text,
+            snapshot: snapshot.clone(),
+        });
+        Ok(outcome)
+    }
+
+    fn haproxy_running(&self) -> bool {
+        !matches!(self.reload, ReloadMode::Supervise) || self.supervisor.is_some()
+    }
+
+    /// Runs the commands; false (and a reload follows) if any was refused.
+    async fn run_runtime(&self, commands: &[String]) -> bool {
+        for command in commands {
+            if let Err(error) = socket::runtime(&self.admin_socket, command).await {
+                tracing::warn!(%error, "runtime API refused a change; reloading instead");
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn reload(&mut self) -> Result<Outcome, ApplyError> {
+        self.save_server_state().await;
+        match &self.reload {
+            ReloadMode::Supervise => match &self.supervisor {
+                Some(supervisor) => supervisor.reload().await.map(|()| Outcome::Reloaded),
+                None => {
+                    let config = SupervisorConfig {
+                        haproxy: self.haproxy.clone(),
+                        config: self.config.clone(),
+                        master_socket: self.master_socket.clone(),
+                    };
+                    self.supervisor = Some(Supervisor::start(config, self.shutdown.clone()).await?);
+                    Ok(Outcome::Started)
+                }
+            },
+            ReloadMode::MasterSocket(path) => {
+                let path = path.clone();
+                await_reload(&path, Trigger::MasterCommand)
+                    .await
+                    .map(|()| Outcome::Reloaded)
+            }
+            ReloadMode::Pidfile(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ApplyError::Reload(format!("cannot read pidfile {}: {e}", path.display())))?;
+                let pid = text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| ApplyError::Reload(format!("pidfile {} holds no pid", path.display())))?;
+                supervisor::signal(pid, nix::sys::signal::Signal::SIGUSR2).map(|()| Outcome::Reloaded)
+            }
+            ReloadMode::Container(name) => {
+                let docker = self
+                    .docker
+                    .as_ref()
+                    .ok_or_else(|| ApplyError::Reload("no Docker connection to signal the container".into()))?;
+                let options = bollard::query_parameters::KillContainerOptions {
+                    signal: "SIGUSR2".into(),
+                };
+                docker
+                    .kill_container(name, Some(options))
+                    .await
+                    .map_err(|e| ApplyError::Reload(format!("cannot signal container {name}: {e}")))?;
+                Ok(Outcome::Reloaded)
+            }
+            ReloadMode::None => Ok(Outcome::Written),
+        }
+    }
+
+    /// Writes `show servers state` where the config's `server-state-file`
+    /// points, so the new worker starts each server as the old one had it.
+    async fn save_server_state(&self) {
+        let Ok(states) = socket::command(&self.admin_socket, "show servers state").await else {
+            return; // Not running yet, or no admin socket: servers start as the config says.
+        };
+        if let Err(error) = write_atomic(&self.server_state_file, states.as_bytes()) {
+            tracing::warn!(%error, path = %self.server_state_file.display(), "cannot save server states before reload");
+        }
+    }
+
+    /// Stops a supervised HAProxy (after `shutdown` was cancelled).
+    pub async fn stop(self) {
+        if let Some(supervisor) = self.supervisor {
+            supervisor.join().await;
+        }
+    }
+}
+
+fn write_error(path: &Path, source: std::io::Error) -> ApplyError {
+    ApplyError::Write {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// `haproxy -c`: the config must load before it is ever applied.
+pub async fn validate(haproxy: &Path, config: &Path) -> Result<(), ApplyError> {
+    let output = tokio::process::Command::new(haproxy)
+        .arg("-c")
+        .arg("-q")
+        .arg("-f")
+        .arg(config)
+        .output()
+        .await
+        .map_err(|e| ApplyError::Rejected(format!("cannot run {} -c: {e}", haproxy.display())))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if message.is_empty() {
+            message = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        }
+        Err(ApplyError::Rejected(message))
+    }
+}
+
+/// The runtime API commands that take HAProxy from `before` to `after`,
+/// which have the same structure. Backend = service name, server = server
+/// name, as the default template renders them.
+fn runtime_commands(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let mut commands = Vec::new();
+    for change in before.changes(after) {
+        if let Change::ServerUpdated { service, server, was } = change {
+            let target = format!("{service}/{}", server.name);
+            if server.weight != was.weight {
+                commands.push(format!("set server {target} weight {}", server.weight));
+            }
+            if server.state != was.state {
+                let state = match server.state {
+                    ServerState::Ready => "ready",
+                    ServerState::Drain => "drain",
+                    ServerState::Maint => "maint",
+                };
+                commands.push(format!("set server {target} state {state}"));
+            }
+        }
+    }
+    commands
+}
+
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How a reload is asked of an HAProxy master.
+pub(crate) enum Trigger {
+    /// SIGUSR2 to the master's pid.
+    Signal(u32),
+    /// `reload` on the master CLI (2.6 closes the connection without answer).
+    MasterCommand,
+}
+
+/// Triggers a reload and waits until the master reports it done. Reload
+/// signals sent close together merge, so each reload is awaited before the
+/// next.
+async fn await_reload(master_socket: &Path, trigger: Trigger) -> Result<(), ApplyError> {
+    let before = socket::master_status(master_socket)
+        .await
+        .ok_or_else(|| ApplyError::Reload(format!("no answer on the master socket {}", master_socket.display())))?;
+    match trigger {
+        Trigger::Signal(pid) => supervisor::signal(pid, nix::sys::signal::Signal::SIGUSR2)?,
+        Trigger::MasterCommand => {
+            let _ = socket::command(master_socket, "reload").await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
+    loop {
+        // The master refuses connections for a moment while it re-executes.
+        if let Some(now) = socket::master_status(master_socket).await {
+            if now.reloads > before.reloads {
+                return if now.failed > before.failed {
+                    Err(ApplyError::Reload(
+                        "haproxy could not load the new config (its messages are above)".into(),
+                    ))
+                } else {
+                    Ok(())
+                };
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ApplyError::Reload(format!("no reload seen within {RELOAD_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,33 @@
+//! teal: a label-driven HAProxy sidecar for zero-downtime Docker deploys.
+//!
+//! # Layout
+//!
+//! One task owns each step of the flow; they talk over channels:
+//!
+//! ```text
+//!  dockerd ──list+events──▶ docker ──ContainerUpdate──▶ model owner ──Snapshot (watch)──┐
+//!                                                                                       ▼
+//!  --template file ──notify──────────────────────────────────────────────▶ render + apply ──▶ haproxy.cfg
+//!                                                                                       │      + reload /
+//!                                                                                       ▼        runtime API
+//!                                                                                     status
+//! ```
+//!
+//! - [`docker`]: connects (API version negotiated), lists, follows events from
+//!   the listing time, reconnects with backoff. Converts bollard's types into
+//!   [`model::ContainerFacts`] at the edge.
+//! - [`model`]: labels validated into trusted types; the inventory of
+//!   containers turned into a [`model::Snapshot`] of services and servers.
+//!   Plain data, no I/O.
+//! - [`render`]: snapshot -> template context -> haproxy.cfg text. Pure.
+//! - [`apply`]: atomic write, `haproxy -c`, runtime API, reloads, and the
+//!   supervised HAProxy master.
+//! - [`app`]: wires the tasks together for `teal run`, `render` and `check`.
+
+pub mod app;
+pub mod apply;
+pub mod cli;
+pub mod docker;
+pub mod model;
+pub mod render;
+pub mod settings;

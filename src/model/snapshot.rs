@@ -1,0 +1,284 @@
+//! Containers -> services and servers: the plain value everything downstream reads.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Serialize;
+
+use super::labels::{self, Balance, HealthCheck, HostName, HttpPath, Mode, ServiceLabels, ServiceName, Slot};
+use super::{ContainerFacts, ContainerId, Health, Scope};
+
+/// Whether HAProxy may send new requests to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    Ready,
+    /// Being stopped: keeps its in-flight requests, gets no new ones.
+    Drain,
+    /// Not routed: health check not passing yet, unhealthy, or paused.
+    Maint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Server {
+    /// Unique within the backend and never reused by another container.
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub weight: u16,
+    pub maxconn: Option<u32>,
+    pub state: ServerState,
+    /// Why a server is not ready (e.g. "health: starting").
+    pub reason: Option<String>,
+    pub slot: Option<Slot>,
+    pub container_id: ContainerId,
+    pub container_name: String,
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: ServiceName,
+    pub mode: Mode,
+    pub hosts: Vec<HostName>,
+    pub path: Option<HttpPath>,
+    pub listen: Option<u16>,
+    pub balance: Balance,
+    pub health: HealthCheck,
+    pub servers: Vec<Server>,
+}
+
+/// A container that carries the service label but is not routed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Excluded {
+    pub container_id: ContainerId,
+    pub container_name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Sorted by name.
+    pub services: Vec<Service>,
+    pub excluded: Vec<Excluded>,
+}
+
+pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bool)>, scope: &Scope) -> Snapshot {
+    let mut by_service: BTreeMap<ServiceName, Vec<(&ContainerFacts, ServiceLabels, Server)>> = BTreeMap::new();
+    let mut excluded = Vec::new();
+    for (facts, draining) in containers {
+        let exclude = |reason: String| Excluded {
+            container_id: facts.id.clone(),
+            container_name: facts.name.clone(),
+            reason,
+        };
+        let parsed = match labels::parse(&scope.label_prefix, &facts.labels) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => continue,
+            Err(error) => {
+                excluded.push(exclude(error.to_string()));
+                continue;
+            }
+        };
+        match server(facts, &parsed, draining, scope) {
+            Ok(server) => by_service
+                .entry(parsed.service.clone())
+                .or_default()
+                .push((facts, parsed, server)),
+            Err(reason) => excluded.push(exclude(reason)),
+        }
+    }
+
+    let mut services = Vec::new();
+    for (name, mut members) in by_service {
+        // Service-wide settings follow the newest container: during a rollout
+        // the new version's labels are the ones being deployed.
+        members.sort_by(|a, b| b.0.created.cmp(&a.0.created));
+        let newest = &members[0].1;
+        let mut servers: Vec<Server> = members.iter().map(|(_, _, server)| server.clone()).collect();
+        servers.sort_by(|a, b| a.name.cmp(&b.name));
+        services.push(Service {
+            name,
+            mode: newest.mode,
+            hosts: newest.hosts.clone(),
+            path: newest.path.clone(),
+            listen: newest.listen,
+            balance: newest.balance,
+            health: newest.health.clone(),
+            servers,
+        });
+    }
+    excluded.sort_by(|a, b| a.container_name.cmp(&b.container_name));
+    Snapshot { services, excluded }
+}
+
+fn server(facts: &ContainerFacts, parsed: &ServiceLabels, draining: bool, scope: &Scope) -> Result<Server, String> {
+    let address = address(facts, parsed, scope)?;
+    let port = parsed.port.unwrap_or(match facts.exposed_tcp_ports.as_slice() {
+        [only] => *only,
+        _ => 80,
+    });
+    let (state, reason) = if draining {
+        (ServerState::Drain, Some("stopping".to_owned()))
+    } else if facts.paused {
+        (ServerState::Maint, Some("paused".to_owned()))
+    } else {
+        match facts.health {
+            Health::None | Health::Healthy => (ServerState::Ready, None),
+            Health::Starting => (ServerState::Maint, Some("health: starting".to_owned())),
+            Health::Unhealthy => (ServerState::Maint, Some("health: unhealthy".to_owned())),
+        }
+    };
+    Ok(Server {
+        name: server_name(facts),
+        address,
+        port,
+        weight: parsed.weight,
+        maxconn: parsed.maxconn,
+        state,
+        reason,
+        slot: parsed.slot,
+        container_id: facts.id.clone(),
+        container_name: facts.name.clone(),
+        image: facts.image.clone(),
+    })
+}
+
+/// The container name plus a piece of its id: readable in HAProxy's stats,
+/// and never the same for two containers even when a name is reused.
+fn server_name(facts: &ContainerFacts) -> String {
+    let safe: String = facts
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}-{}", facts.id.0.get(..8).unwrap_or(&facts.id.0))
+}
+
+/// The address HAProxy uses, or why there is none it can reach.
+fn address(facts: &ContainerFacts, parsed: &ServiceLabels, scope: &Scope) -> Result<IpAddr, String> {
+    if facts.host_network {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let prefix = &scope.label_prefix;
+    let network = match (&parsed.network, &scope.own_networks) {
+        (Some(wanted), _) => facts
+            .networks
+            .iter()
+            .find(|n| &n.name == wanted)
+            .ok_or_else(|| format!("not attached to network {wanted:?} named by {prefix}.network"))?,
+        (None, Some(own)) => facts.networks.iter().find(|n| own.contains(&n.name)).ok_or_else(|| {
+            format!(
+                "shares no network with teal (teal is on {}); attach it to one of those or set {prefix}.network",
+                own.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?,
+        (None, None) => match facts.networks.as_slice() {
+            [only] => only,
+            [] => return Err("attached to no network".to_owned()),
+            several => {
+                let names: Vec<&str> = several.iter().map(|n| n.name.as_str()).collect();
+                return Err(format!(
+                    "on several networks ({}); set {prefix}.network",
+                    names.join(", ")
+                ));
+            }
+        },
+    };
+    let reachable = !network.overlay
+        || scope
+            .own_networks
+            .as_ref()
+            .is_some_and(|own| own.contains(&network.name));
+    if !reachable {
+        return Err(format!(
+            "overlay network {:?} is not reachable from teal's HAProxy; run teal attached to it",
+            network.name
+        ));
+    }
+    network
+        .ip
+        .ok_or_else(|| format!("no address on network {:?} yet", network.name))
+}
+
+/// One difference between two snapshots, as the operator would say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change<'a> {
+    ServerAdded {
+        service: &'a ServiceName,
+        server: &'a Server,
+    },
+    ServerRemoved {
+        service: &'a ServiceName,
+        server: &'a Server,
+    },
+    /// Same server, new state or weight.
+    ServerUpdated {
+        service: &'a ServiceName,
+        server: &'a Server,
+        was: &'a Server,
+    },
+    ContainerExcluded(&'a Excluded),
+}
+
+impl Snapshot {
+    /// What changed from `self` to `next`, server by server.
+    pub fn changes<'a>(&'a self, next: &'a Snapshot) -> Vec<Change<'a>> {
+        let servers = |s: &'a Snapshot| -> BTreeMap<(&'a ServiceName, &'a str), &'a Server> {
+            s.services
+                .iter()
+                .flat_map(|svc| svc.servers.iter().map(move |srv| ((&svc.name, srv.name.as_str()), srv)))
+                .collect()
+        };
+        let (before, after) = (servers(self), servers(next));
+        let mut changes = Vec::new();
+        for (&(service, name), &server) in &after {
+            match before.get(&(service, name)) {
+                None => changes.push(Change::ServerAdded { service, server }),
+                Some(&was) if was != server => changes.push(Change::ServerUpdated { service, server, was }),
+                Some(_) => {}
+            }
+        }
+        for (&(service, name), &server) in &before {
+            if !after.contains_key(&(service, name)) {
+                changes.push(Change::ServerRemoved { service, server });
+            }
+        }
+        for excluded in &next.excluded {
+            if !self.excluded.contains(excluded) {
+                changes.push(Change::ContainerExcluded(excluded));
+            }
+        }
+        changes
+    }
+
+    /// True when `next` differs from `self` only in server states and
+    /// weights: HAProxy's runtime API can then apply it without a reload.
+    pub fn same_structure(&self, next: &Snapshot) -> bool {
+        let shape = |s: &Snapshot| -> Vec<Service> {
+            s.services
+                .iter()
+                .map(|svc| Service {
+                    servers: svc
+                        .servers
+                        .iter()
+                        .map(|srv| Server {
+                            state: ServerState::Ready,
+                            reason: None,
+                            weight: 0,
+                            ..srv.clone()
+                        })
+                        .collect(),
+                    ..svc.clone()
+                })
+                .collect()
+        };
+        shape(self) == shape(next)
+    }
+}

@@ -1,0 +1,221 @@
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use super::*;
+
+pub(crate) fn facts(id: &str, service: &str, ip: &str) -> ContainerFacts {
+    ContainerFacts {
+        id: ContainerId(format!("{id:0<64}")),
+        name: format!("app-{id}"),
+        image: "app:1".into(),
+        created: format!("2026-01-01T00:00:0{}Z", id.len() % 10),
+        started_at: "2026-01-01T00:00:10Z".into(),
+        labels: HashMap::from([("teal.service".to_string(), service.to_string())]),
+        running: true,
+        paused: false,
+        health: Health::None,
+        host_network: false,
+        networks: vec![NetworkAddress {
+            name: "net".into(),
+            ip: Some(ip.parse().unwrap()),
+            overlay: false,
+        }],
+        exposed_tcp_ports: vec![8080],
+    }
+}
+
+pub(crate) fn scope() -> Scope {
+    Scope {
+        label_prefix: "teal".into(),
+        project: None,
+        own_networks: None,
+    }
+}
+
+fn only_server(inventory: &Inventory) -> Server {
+    let snapshot = inventory.snapshot(&scope());
+    assert_eq!(snapshot.services.len(), 1);
+    snapshot.services[0].servers[0].clone()
+}
+
+#[test]
+fn a_running_container_becomes_a_server() {
+    let mut inv = Inventory::default();
+    assert!(inv.apply(ContainerUpdate::Upsert(facts("a", "web", "10.0.0.2"))));
+    let server = only_server(&inv);
+    assert_eq!(server.address, "10.0.0.2".parse::<IpAddr>().unwrap());
+    assert_eq!(server.port, 8080);
+    assert_eq!(server.state, ServerState::Ready);
+    assert_eq!(server.name, "app-a-a0000000");
+}
+
+#[test]
+fn same_facts_twice_is_no_change() {
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(facts("a", "web", "10.0.0.2")));
+    assert!(!inv.apply(ContainerUpdate::Upsert(facts("a", "web", "10.0.0.2"))));
+    assert!(!inv.apply(ContainerUpdate::Resync(vec![facts("a", "web", "10.0.0.2")])));
+}
+
+#[test]
+fn drain_lasts_until_the_container_restarts_or_goes() {
+    let mut inv = Inventory::default();
+    let a = facts("a", "web", "10.0.0.2");
+    inv.apply(ContainerUpdate::Upsert(a.clone()));
+    assert!(inv.apply(ContainerUpdate::Drain(a.id.clone())));
+    assert_eq!(only_server(&inv).state, ServerState::Drain);
+    // A health event in between keeps it draining; a resync too.
+    inv.apply(ContainerUpdate::Upsert(a.clone()));
+    inv.apply(ContainerUpdate::Resync(vec![a.clone()]));
+    assert_eq!(only_server(&inv).state, ServerState::Drain);
+    let restarted = ContainerFacts {
+        started_at: "later".into(),
+        ..a.clone()
+    };
+    inv.apply(ContainerUpdate::Upsert(restarted));
+    assert_eq!(only_server(&inv).state, ServerState::Ready);
+    inv.apply(ContainerUpdate::Upsert(ContainerFacts { running: false, ..a }));
+    assert!(inv.snapshot(&scope()).services.is_empty());
+}
+
+#[test]
+fn health_and_pause_gate_routing() {
+    let mut inv = Inventory::default();
+    let a = facts("a", "web", "10.0.0.2");
+    for (health, paused, state) in [
+        (Health::Starting, false, ServerState::Maint),
+        (Health::Healthy, false, ServerState::Ready),
+        (Health::Unhealthy, false, ServerState::Maint),
+        (Health::None, true, ServerState::Maint),
+    ] {
+        inv.apply(ContainerUpdate::Upsert(ContainerFacts {
+            health,
+            paused,
+            ..a.clone()
+        }));
+        assert_eq!(only_server(&inv).state, state, "{health:?} paused={paused}");
+    }
+}
+
+#[test]
+fn a_bad_label_excludes_only_that_container() {
+    let mut inv = Inventory::default();
+    let mut bad = facts("b", "web", "10.0.0.3");
+    bad.labels.insert("teal.port".into(), "abc".into());
+    inv.apply(ContainerUpdate::Upsert(facts("a", "web", "10.0.0.2")));
+    inv.apply(ContainerUpdate::Upsert(bad));
+    let snapshot = inv.snapshot(&scope());
+    assert_eq!(snapshot.services[0].servers.len(), 1);
+    assert_eq!(snapshot.excluded.len(), 1);
+    assert!(
+        snapshot.excluded[0].reason.contains("teal.port"),
+        "{}",
+        snapshot.excluded[0].reason
+    );
+}
+
+#[test]
+fn network_choice() {
+    let mut two = facts("a", "web", "10.0.0.2");
+    two.networks.push(NetworkAddress {
+        name: "back".into(),
+        ip: Some("10.1.0.2".parse().unwrap()),
+        overlay: false,
+    });
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(two.clone()));
+    assert!(inv.snapshot(&scope()).excluded[0].reason.contains("several networks"));
+
+    let own = Scope {
+        own_networks: Some(BTreeSet::from(["back".to_string()])),
+        ..scope()
+    };
+    assert_eq!(
+        inv.snapshot(&own).services[0].servers[0].address.to_string(),
+        "10.1.0.2"
+    );
+
+    two.labels.insert("teal.network".into(), "net".into());
+    inv.apply(ContainerUpdate::Upsert(two));
+    assert_eq!(
+        inv.snapshot(&scope()).services[0].servers[0].address.to_string(),
+        "10.0.0.2"
+    );
+}
+
+#[test]
+fn unreachable_overlay_is_never_rendered() {
+    let mut on_overlay = facts("a", "web", "10.0.9.2");
+    on_overlay.networks[0].overlay = true;
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(on_overlay));
+    let snapshot = inv.snapshot(&scope());
+    assert!(snapshot.services.is_empty());
+    assert!(snapshot.excluded[0].reason.contains("overlay"));
+    let attached = Scope {
+        own_networks: Some(BTreeSet::from(["net".to_string()])),
+        ..scope()
+    };
+    assert_eq!(inv.snapshot(&attached).services.len(), 1);
+}
+
+#[test]
+fn host_network_is_reached_on_loopback() {
+    let mut host = facts("a", "web", "10.0.0.2");
+    host.host_network = true;
+    host.networks.clear();
+    host.labels.insert("teal.port".into(), "18001".into());
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(host));
+    let server = only_server(&inv);
+    assert_eq!((server.address.to_string().as_str(), server.port), ("127.0.0.1", 18001));
+}
+
+#[test]
+fn project_scope_filters() {
+    let mut mine = facts("a", "web", "10.0.0.2");
+    mine.labels.insert(COMPOSE_PROJECT_LABEL.into(), "p1".into());
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(mine));
+    inv.apply(ContainerUpdate::Upsert(facts("bb", "web", "10.0.0.3")));
+    let p1 = Scope {
+        project: Some("p1".into()),
+        ..scope()
+    };
+    assert_eq!(inv.snapshot(&p1).services[0].servers.len(), 1);
+    assert_eq!(inv.snapshot(&scope()).services[0].servers.len(), 2);
+}
+
+#[test]
+fn newest_container_sets_service_settings() {
+    let mut old = facts("a", "web", "10.0.0.2");
+    old.labels.insert("teal.host".into(), "old.example".into());
+    let mut new = facts("bb", "web", "10.0.0.3");
+    new.labels.insert("teal.host".into(), "new.example".into());
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(old));
+    inv.apply(ContainerUpdate::Upsert(new));
+    let snapshot = inv.snapshot(&scope());
+    assert_eq!(
+        snapshot.services[0].hosts,
+        vec![labels::HostName::parse("new.example").unwrap()]
+    );
+}
+
+#[test]
+fn changes_and_structure() {
+    let mut inv = Inventory::default();
+    let a = facts("a", "web", "10.0.0.2");
+    inv.apply(ContainerUpdate::Upsert(a.clone()));
+    let one = inv.snapshot(&scope());
+    inv.apply(ContainerUpdate::Drain(a.id.clone()));
+    let drained = inv.snapshot(&scope());
+    assert!(one.same_structure(&drained));
+    assert!(matches!(one.changes(&drained)[..], [Change::ServerUpdated { .. }]));
+
+    inv.apply(ContainerUpdate::Upsert(facts("bb", "web", "10.0.0.3")));
+    let two = inv.snapshot(&scope());
+    assert!(!drained.same_structure(&two));
+    assert!(matches!(drained.changes(&two)[..], [Change::ServerAdded { .. }]));
+    assert!(matches!(two.changes(&drained)[..], [Change::ServerRemoved { .. }]));
+}

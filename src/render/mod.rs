@@ -1,0 +1,68 @@
+//! Snapshot -> template context -> haproxy.cfg text. Pure: no I/O but
+//! reading the template file the caller names.
+
+mod context;
+
+use std::path::Path;
+
+use handlebars::Handlebars;
+
+pub use context::{Context, ContextSettings};
+
+/// The template shipped in `haproxy/`, used when `--template` is not given.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../haproxy/haproxy.cfg.hbs");
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read template {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("template does not parse: {0}")]
+    Parse(String),
+    #[error("template failed to render: {0}")]
+    Render(String),
+}
+
+/// A parsed template, ready to render contexts.
+pub struct Renderer {
+    registry: Handlebars<'static>,
+}
+
+const NAME: &str = "haproxy.cfg";
+
+impl Renderer {
+    pub fn new(template: &str) -> Result<Self, RenderError> {
+        let mut registry = Handlebars::new();
+        // A misspelt field is an error, not an empty string in haproxy.cfg.
+        registry.set_strict_mode(true);
+        // Values are validated before they get here, and HTML escaping would
+        // corrupt a config file.
+        registry.register_escape_fn(handlebars::no_escape);
+        registry
+            .register_template_string(NAME, template)
+            .map_err(|e| RenderError::Parse(e.to_string()))?;
+        Ok(Self { registry })
+    }
+
+    /// The template at `path`, or the embedded default.
+    pub fn load(path: Option<&Path>) -> Result<Self, RenderError> {
+        match path {
+            None => Self::new(DEFAULT_TEMPLATE),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| RenderError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Self::new(&text)
+            }
+        }
+    }
+
+    pub fn render(&self, context: &Context) -> Result<String, RenderError> {
+        self.registry
+            .render(NAME, context)
+            .map_err(|e| RenderError::Render(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
