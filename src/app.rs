@@ -22,6 +22,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(dir) = settings.config.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    // HAProxy warns when the state file it is told to load is missing.
+    let state_file = settings.server_state_file();
+    if !state_file.exists() {
+        apply::write_atomic(&state_file, b"")?;
+    }
     // Fail fast on a template that does not parse: nothing good came before it.
     Renderer::load(settings.template.as_deref())?;
 

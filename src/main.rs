@@ -1,5 +1,7 @@
 //! The `teal` binary: parse the command line, set up logging, run the command.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use teal::cli::{Cli, Command, LogFormat};
 
