@@ -3,17 +3,19 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, Applier, Outcome};
+use crate::apply::{self, Applier, ApplyError, Outcome};
 use crate::docker::{self, Report, Watcher};
 use crate::model::{Change, ContainerUpdate, Inventory, Scope, Snapshot};
 use crate::render::{Context, ContextSettings, Renderer};
 use crate::settings::{ReloadMode, Settings};
+use crate::status::{self, ApplyRecord, DockerStatus, Metrics, ResultLabel, StatusSources};
 
 /// `teal run`: follow Docker and keep HAProxy in step until SIGTERM/SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -34,24 +36,47 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let scope = scope(&settings).await?;
 
+    let metrics = Arc::new(Metrics::default());
     let (reports_tx, reports_rx) = mpsc::channel(1024);
     let watcher = Watcher {
         host: settings.docker_host.clone(),
         label_prefix: settings.label_prefix.clone(),
         reports: reports_tx,
+        metrics: metrics.clone(),
     };
-    let docker_task = tokio::spawn(watcher.run(shutdown.clone()));
     let (snapshots_tx, snapshots_rx) = watch::channel(None);
-    let model_task = tokio::spawn(own_model(scope, reports_rx, snapshots_tx));
+    let (docker_tx, docker_rx) = watch::channel(DockerStatus::default());
+    let (apply_tx, apply_rx) = watch::channel(None);
+    let sources = StatusSources {
+        snapshots: snapshots_rx.clone(),
+        docker: docker_rx,
+        last_apply: apply_rx,
+        metrics: metrics.clone(),
+        admin_socket: settings.admin_socket(),
+    };
+    let status_task = status::serve(settings.status_bind, sources, shutdown.clone()).await?;
+    let docker_task = tokio::spawn(watcher.run(shutdown.clone()));
+    let model = ModelOwner {
+        scope,
+        snapshots: snapshots_tx,
+        docker: docker_tx,
+        metrics: metrics.clone(),
+    };
+    let model_task = tokio::spawn(model.run(reports_rx));
     let docker_for_reload = match &settings.reload {
         ReloadMode::Container(_) => Some(docker::connect(settings.docker_host.as_deref()).await?),
         _ => None,
     };
     let applier = Applier::new(&settings, docker_for_reload, shutdown.clone());
-    let result = render_and_apply(&settings, applier, snapshots_rx, shutdown.clone()).await;
+    let outputs = ApplyOutputs {
+        last_apply: apply_tx,
+        metrics,
+    };
+    let result = render_and_apply(&settings, applier, snapshots_rx, outputs, shutdown.clone()).await;
     shutdown.cancel();
     let _ = docker_task.await;
     let _ = model_task.await;
+    let _ = status_task.await;
     result
 }
 
@@ -91,26 +116,50 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 }
 
 /// The model's one owner: applies Docker's reports, publishes snapshots and
-/// logs each decision once.
-async fn own_model(scope: Scope, mut reports: mpsc::Receiver<Report>, snapshots: watch::Sender<Option<Arc<Snapshot>>>) {
-    let mut inventory = Inventory::default();
-    let mut current = Snapshot::default();
-    let mut listed = false;
-    while let Some(report) = reports.recv().await {
-        let update = match report {
-            Report::Connected => continue,
-            Report::Disconnected(_) => continue,
-            Report::Update(update) => update,
-        };
-        let resync = matches!(update, ContainerUpdate::Resync(_));
-        if !inventory.apply(update) && (listed || !resync) {
-            continue;
+/// the connection state, and logs each decision once.
+struct ModelOwner {
+    scope: Scope,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    docker: watch::Sender<DockerStatus>,
+    metrics: Arc<Metrics>,
+}
+
+impl ModelOwner {
+    async fn run(self, mut reports: mpsc::Receiver<Report>) {
+        let mut inventory = Inventory::default();
+        let mut current = Snapshot::default();
+        let mut listed = false;
+        while let Some(report) = reports.recv().await {
+            let update = match report {
+                Report::Connected => {
+                    self.metrics.docker_connected.set(1);
+                    self.docker.send_replace(DockerStatus {
+                        connected: true,
+                        error: None,
+                    });
+                    continue;
+                }
+                Report::Disconnected(error) => {
+                    self.metrics.docker_connected.set(0);
+                    self.docker.send_replace(DockerStatus {
+                        connected: false,
+                        error: Some(error),
+                    });
+                    continue;
+                }
+                Report::Update(update) => update,
+            };
+            let resync = matches!(update, ContainerUpdate::Resync(_));
+            if !inventory.apply(update) && (listed || !resync) {
+                continue;
+            }
+            listed = true;
+            let next = inventory.snapshot(&self.scope);
+            log_changes(&current, &next);
+            self.metrics.observe_snapshot(&next);
+            current = next.clone();
+            self.snapshots.send_replace(Some(Arc::new(next)));
         }
-        listed = true;
-        let next = inventory.snapshot(&scope);
-        log_changes(&current, &next);
-        current = next.clone();
-        snapshots.send_replace(Some(Arc::new(next)));
     }
 }
 
@@ -141,6 +190,7 @@ async fn render_and_apply(
     settings: &Settings,
     mut applier: Applier,
     mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    outputs: ApplyOutputs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let context_settings = ContextSettings::new(settings);
@@ -165,6 +215,7 @@ async fn render_and_apply(
                 }
             },
         }
+        let changed_at = Instant::now();
         // Coalesce a burst: wait out the debounce, then take the newest snapshot.
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -173,22 +224,79 @@ async fn render_and_apply(
         let Some(snapshot) = snapshots.borrow_and_update().clone() else {
             continue;
         };
-        let started = std::time::Instant::now();
+        let render_started = Instant::now();
         let text = match renderer.render(&Context::new(&context_settings, &snapshot)) {
             Ok(text) => text,
             Err(error) => {
                 tracing::error!(%error, "render failed; the last good config keeps serving");
+                outputs.metrics.render_failures.inc();
+                outputs.record(Err(error.to_string()));
                 continue;
             }
         };
-        match applier.apply(&snapshot, text).await {
-            Ok(Outcome::Unchanged) => {}
-            Ok(outcome) => tracing::info!(?outcome, took = ?started.elapsed(), "config applied"),
-            Err(error) => tracing::error!(%error, "config not applied"),
-        }
+        outputs
+            .metrics
+            .render_duration
+            .observe(render_started.elapsed().as_secs_f64());
+        let apply_started = Instant::now();
+        let result = applier.apply(&snapshot, text).await;
+        outputs.observe(&result, apply_started, changed_at);
     }
     applier.stop().await;
     Ok(())
+}
+
+/// Where the apply loop reports what it did: `/status` and the metrics.
+struct ApplyOutputs {
+    last_apply: watch::Sender<Option<ApplyRecord>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ApplyOutputs {
+    fn observe(&self, result: &Result<Outcome, ApplyError>, started: Instant, changed_at: Instant) {
+        let metrics = &self.metrics;
+        let ok = ResultLabel { result: "ok" };
+        let failed = ResultLabel { result: "failed" };
+        match result {
+            Ok(Outcome::Unchanged) => return,
+            Ok(outcome) => {
+                tracing::info!(?outcome, took = ?started.elapsed(), "config applied");
+                match outcome {
+                    Outcome::Runtime(n) => metrics.runtime_updates.get_or_create(&ok).inc_by(*n as u64),
+                    _ => metrics.reloads.get_or_create(&ok).inc(),
+                };
+                metrics.event_to_apply.observe(changed_at.elapsed().as_secs_f64());
+            }
+            Err(error) => {
+                tracing::error!(%error, "config not applied");
+                match error {
+                    ApplyError::Rejected(_) => metrics.validation_failures.inc(),
+                    _ => metrics.reloads.get_or_create(&failed).inc(),
+                };
+            }
+        }
+        metrics.reload_duration.observe(started.elapsed().as_secs_f64());
+        self.record(result.as_ref().map(outcome_word).map_err(|e| e.to_string()));
+    }
+
+    fn record(&self, result: Result<&'static str, String>) {
+        self.last_apply.send_replace(Some(ApplyRecord {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            ok: result.is_ok(),
+            outcome: result.as_ref().ok().map(|o| o.to_string()),
+            error: result.err(),
+        }));
+    }
+}
+
+fn outcome_word(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Unchanged => "unchanged",
+        Outcome::Runtime(_) => "runtime",
+        Outcome::Reloaded => "reloaded",
+        Outcome::Started => "started",
+        Outcome::Written => "written",
+    }
 }
 
 /// Editors replace files rather than write them, so watch the directory and
@@ -261,4 +369,16 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("teal-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
+}
+
+/// `teal status`: ask the running daemon and print a table (or its JSON).
+pub async fn status(settings: Settings, json: bool) -> anyhow::Result<()> {
+    let report = status::fetch(settings.status_bind).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        use std::io::IsTerminal;
+        status::print_table(&report, std::io::stdout().is_terminal());
+    }
+    Ok(())
 }

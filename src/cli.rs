@@ -32,6 +32,12 @@ pub enum Command {
     },
     /// Discover once, render, and validate the result with `haproxy -c`.
     Check,
+    /// Ask the running daemon (at --status-bind) what it sees, as a table.
+    Status {
+        /// Print the raw /status JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -22,6 +22,7 @@
 //! - [`render`]: snapshot -> template context -> haproxy.cfg text. Pure.
 //! - [`apply`]: atomic write, `haproxy -c`, runtime API, reloads, and the
 //!   supervised HAProxy master.
+//! - [`status`]: `/healthz`, `/status`, `/metrics` and `teal status`.
 //! - [`app`]: wires the tasks together for `teal run`, `render` and `check`.
 
 pub mod app;
@@ -31,3 +32,4 @@ pub mod docker;
 pub mod model;
 pub mod render;
 pub mod settings;
+pub mod status;

@@ -14,6 +14,7 @@ async fn main() -> std::process::ExitCode {
         Command::Run => teal::app::run(settings).await,
         Command::Render { context } => teal::app::render(settings, context).await,
         Command::Check => teal::app::check(settings).await,
+        Command::Status { json } => teal::app::status(settings, json).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -30,7 +31,8 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

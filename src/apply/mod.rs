@@ -21,6 +21,7 @@ use crate::settings::{ReloadMode, Settings};
 use supervisor::{Supervisor, SupervisorConfig};
 
 pub use file::write_atomic;
+pub use socket::command as admin_command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {

@@ -19,6 +19,7 @@
 mod convert;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models::{EventMessage, EventMessageTypeEnum};
@@ -29,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
+use crate::status::{ActionLabel, Metrics};
 
 /// What the Docker side tells the model's owner.
 #[derive(Debug)]
@@ -79,6 +81,7 @@ pub struct Watcher {
     pub host: Option<String>,
     pub label_prefix: String,
     pub reports: mpsc::Sender<Report>,
+    pub metrics: Arc<Metrics>,
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
@@ -180,6 +183,11 @@ impl Watcher {
         let Some(id) = id else { return Ok(None) };
         let id = ContainerId(id);
         tracing::debug!(container = %id, action, "docker event");
+        let kind = action.split(':').next().unwrap_or_default().to_owned();
+        self.metrics
+            .docker_events
+            .get_or_create(&ActionLabel { action: kind })
+            .inc();
         Ok(match action.split(':').next().unwrap_or_default() {
             "kill"
                 if attributes

@@ -1,0 +1,188 @@
+//! The `/status` document: what teal sees and did. Read back by `teal status`
+//! and `teal rollout`, so it is both serialized and parsed here.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Snapshot;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DockerStatus {
+    pub connected: bool,
+    /// Why the last session ended, while disconnected.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyRecord {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub ok: bool,
+    /// reloaded, started, runtime, written (when ok).
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub name: String,
+    pub container_id: String,
+    pub container_name: String,
+    pub image: String,
+    pub address: String,
+    pub port: u16,
+    pub weight: u16,
+    /// What teal wants: ready, drain or maint.
+    pub state: String,
+    pub reason: Option<String>,
+    pub slot: Option<String>,
+    /// What HAProxy reports: UP, DOWN, MAINT, DRAIN, STARTING, STOPPING;
+    /// `None` when HAProxy does not (yet) know the server.
+    pub haproxy: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub mode: String,
+    pub hosts: Vec<String>,
+    pub path: Option<String>,
+    pub listen: Option<u16>,
+    pub servers: Vec<ServerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExcludedStatus {
+    pub container_id: String,
+    pub container_name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub docker: DockerStatus,
+    pub haproxy_running: bool,
+    pub services: Vec<ServiceStatus>,
+    pub excluded: Vec<ExcludedStatus>,
+    pub last_reload: Option<ApplyRecord>,
+}
+
+/// (backend, server) -> HAProxy's word for its state.
+pub type HaproxyStates = HashMap<(String, String), String>;
+
+impl StatusReport {
+    pub fn new(
+        snapshot: &Snapshot,
+        docker: DockerStatus,
+        haproxy: Option<&HaproxyStates>,
+        last_reload: Option<ApplyRecord>,
+    ) -> Self {
+        let services = snapshot
+            .services
+            .iter()
+            .map(|service| ServiceStatus {
+                name: service.name.to_string(),
+                mode: text(&service.mode),
+                hosts: service.hosts.iter().map(text).collect(),
+                path: service.path.as_ref().map(|p| p.as_str().to_owned()),
+                listen: service.listen,
+                servers: service
+                    .servers
+                    .iter()
+                    .map(|server| ServerStatus {
+                        name: server.name.clone(),
+                        container_id: server.container_id.0.clone(),
+                        container_name: server.container_name.clone(),
+                        image: server.image.clone(),
+                        address: server.address.to_string(),
+                        port: server.port,
+                        weight: server.weight,
+                        state: text(&server.state),
+                        reason: server.reason.clone(),
+                        slot: server.slot.as_ref().map(text),
+                        haproxy: haproxy
+                            .and_then(|states| states.get(&(service.name.to_string(), server.name.clone())))
+                            .cloned(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let excluded = snapshot
+            .excluded
+            .iter()
+            .map(|e| ExcludedStatus {
+                container_id: e.container_id.0.clone(),
+                container_name: e.container_name.clone(),
+                reason: e.reason.clone(),
+            })
+            .collect();
+        Self {
+            docker,
+            haproxy_running: haproxy.is_some(),
+            services,
+            excluded,
+            last_reload,
+        }
+    }
+}
+
+/// Our enums and names serialize as their lower-case text; reuse it.
+fn text<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Parses `show servers state` (format version 1) into HAProxy's word for
+/// each server. Admin flags: 0x23 = forced, inherited or resolution
+/// maintenance (0x04 alone only says "disabled in the config" and does not
+/// stop traffic); 0x18 = drain.
+pub fn parse_servers_state(answer: &str) -> HaproxyStates {
+    let mut states = HashMap::new();
+    for line in answer.lines().filter(|l| !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, backend, _, server, _, op, admin, ..] = fields.as_slice() else {
+            continue;
+        };
+        let (Ok(op), Ok(admin)) = (op.parse::<u32>(), admin.parse::<u32>()) else {
+            continue;
+        };
+        let word = if admin & 0x23 != 0 {
+            "MAINT"
+        } else if admin & 0x18 != 0 {
+            "DRAIN"
+        } else {
+            match op {
+                0 => "DOWN",
+                1 => "STARTING",
+                2 => "UP",
+                _ => "STOPPING",
+            }
+        };
+        states.insert((backend.to_string(), server.to_string()), word.to_owned());
+    }
+    states
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_haproxy_server_states() {
+        let answer = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...\n\
+            3 web 1 a-1 10.0.0.2 2 4 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
+            3 web 2 b-2 10.0.0.3 0 5 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
+            3 web 3 c-3 10.0.0.4 2 8 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
+            3 web 4 d-4 10.0.0.5 0 0 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n";
+        let states = parse_servers_state(answer);
+        let get = |s: &str| states[&("web".to_string(), s.to_string())].as_str();
+        assert_eq!(
+            (get("a-1"), get("b-2"), get("c-3"), get("d-4")),
+            ("UP", "MAINT", "DRAIN", "DOWN")
+        );
+    }
+}

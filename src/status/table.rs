@@ -1,0 +1,148 @@
+//! `teal status`: the report as a table a person reads at a glance.
+
+use std::fmt::Write as _;
+
+use super::StatusReport;
+
+/// Prints the report; colours only when `colour` (a terminal).
+pub fn print_table(report: &StatusReport, colour: bool) {
+    print!("{}", table(report, colour));
+}
+
+fn paint(text: &str, colour: bool) -> String {
+    let code = match text {
+        "UP" | "ready" | "ok" | "connected" => "32",
+        "DRAIN" | "drain" | "STARTING" => "33",
+        "DOWN" | "MAINT" | "maint" | "failed" | "disconnected" | "STOPPING" => "31",
+        _ => return text.to_owned(),
+    };
+    if colour {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn table(report: &StatusReport, colour: bool) -> String {
+    let mut out = String::new();
+    let docker = if report.docker.connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    let _ = write!(out, "docker: {}", paint(docker, colour));
+    if let Some(error) = &report.docker.error {
+        let _ = write!(out, " ({error})");
+    }
+    let haproxy = if report.haproxy_running { "ok" } else { "down" };
+    let _ = writeln!(out, "   haproxy: {}", paint(haproxy, colour));
+    if let Some(reload) = &report.last_reload {
+        let result = if reload.ok {
+            reload.outcome.as_deref().unwrap_or("ok")
+        } else {
+            "failed"
+        };
+        let _ = writeln!(out, "last apply: {} {}", reload.time, paint(result, colour));
+        if let Some(error) = &reload.error {
+            let _ = writeln!(out, "  {}", error.replace('\n', "\n  "));
+        }
+    }
+    let _ = writeln!(out);
+    let rows: Vec<[String; 6]> = report
+        .services
+        .iter()
+        .flat_map(|service| {
+            service.servers.iter().map(move |server| {
+                [
+                    service.name.clone(),
+                    server.container_name.clone(),
+                    format!("{}:{}", server.address, server.port),
+                    server.state.clone(),
+                    server.haproxy.clone().unwrap_or_else(|| "-".into()),
+                    server.reason.clone().unwrap_or_default(),
+                ]
+            })
+        })
+        .collect();
+    let header = ["SERVICE", "CONTAINER", "ADDRESS", "STATE", "HAPROXY", "REASON"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    for (i, row) in std::iter::once(&header).chain(&rows).enumerate() {
+        let mut line = String::new();
+        for (col, (cell, width)) in row.iter().zip(widths).enumerate() {
+            // Pad before painting: escape codes have no width on screen.
+            let padded = format!("{cell:<width$}  ");
+            let shown = if i > 0 && (col == 3 || col == 4) {
+                padded.replacen(cell.as_str(), &paint(cell, colour), 1)
+            } else {
+                padded
+            };
+            line.push_str(&shown);
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no services)");
+    }
+    if !report.excluded.is_empty() {
+        let _ = writeln!(out, "\nleft out:");
+        for excluded in &report.excluded {
+            let _ = writeln!(out, "  {}: {}", excluded.container_name, excluded.reason);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{DockerStatus, ExcludedStatus, ServerStatus, ServiceStatus};
+
+    #[test]
+    fn plain_table() {
+        let report = StatusReport {
+            docker: DockerStatus {
+                connected: true,
+                error: None,
+            },
+            haproxy_running: true,
+            services: vec![ServiceStatus {
+                name: "web".into(),
+                mode: "http".into(),
+                hosts: vec![],
+                path: None,
+                listen: None,
+                servers: vec![ServerStatus {
+                    name: "web_1-abcdef12".into(),
+                    container_id: "abcdef12".into(),
+                    container_name: "web_1".into(),
+                    image: "app:1".into(),
+                    address: "172.18.0.2".into(),
+                    port: 8080,
+                    weight: 100,
+                    state: "ready".into(),
+                    reason: None,
+                    slot: None,
+                    haproxy: Some("UP".into()),
+                }],
+            }],
+            excluded: vec![ExcludedStatus {
+                container_id: "1234".into(),
+                container_name: "bad_1".into(),
+                reason: "label teal.port=\"abc\": not a port number (1-65535)".into(),
+            }],
+            last_reload: None,
+        };
+        let text = table(&report, false);
+        assert!(
+            text.contains("web      web_1      172.18.0.2:8080  ready  UP"),
+            "{text}"
+        );
+        assert!(text.contains("bad_1: label teal.port"), "{text}");
+        assert!(!text.contains('\x1b'));
+    }
+}
