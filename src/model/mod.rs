@@ -73,11 +73,26 @@ pub struct ContainerFacts {
     pub exposed_tcp_ports: Vec<u16>,
 }
 
+/// Which discovery reported a container: each one's resync replaces only
+/// what it reported itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Containers on this daemon, listed and followed through events.
+    Containers,
+    /// Running tasks of Swarm services (labels from the service).
+    Swarm,
+}
+
 /// A change reported by the Docker side.
 #[derive(Debug, Clone)]
 pub enum ContainerUpdate {
-    /// A fresh listing: replaces everything known (after a (re)connect).
+    /// A fresh listing of containers (after a (re)connect): replaces every
+    /// container known, and no Swarm task.
     Resync(Vec<ContainerFacts>),
+    /// A fresh listing of Swarm tasks: replaces every task known, and no
+    /// container. A task's container carries the task's id, so a container
+    /// that is also a task is the Swarm side's: container updates leave it be.
+    SwarmResync(Vec<ContainerFacts>),
     /// A container's current state (started, health changed, paused...).
     Upsert(ContainerFacts),
     /// Docker is stopping it (the `kill` event of `docker stop`): no new requests.
@@ -90,7 +105,7 @@ pub enum ContainerUpdate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub label_prefix: String,
-    /// Only containers of this compose project.
+    /// Only containers of this compose project (or tasks of this Swarm stack).
     pub project: Option<String>,
     /// Networks teal's HAProxy is attached to, when teal runs in a container;
     /// `None` when it runs on the host.
@@ -101,6 +116,7 @@ pub struct Scope {
 struct Tracked {
     facts: ContainerFacts,
     draining: bool,
+    source: Source,
 }
 
 /// Every running container that carries the service label, by id.
@@ -110,41 +126,27 @@ pub struct Inventory {
 }
 
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
+/// Set by `docker stack deploy` on the services of a stack.
+pub const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
 impl Inventory {
     /// Applies one update; returns whether anything changed.
     pub fn apply(&mut self, update: ContainerUpdate) -> bool {
         match update {
-            ContainerUpdate::Resync(all) => {
-                let draining: BTreeSet<ContainerId> = self
-                    .containers
-                    .values()
-                    .filter(|t| t.draining)
-                    .map(|t| t.facts.id.clone())
-                    .collect();
-                let before = std::mem::take(&mut self.containers);
-                for facts in all.into_iter().filter(|f| f.running) {
-                    let was_draining = draining.contains(&facts.id)
-                        && before
-                            .get(&facts.id)
-                            .is_some_and(|t| t.facts.started_at == facts.started_at);
-                    self.containers.insert(
-                        facts.id.clone(),
-                        Tracked {
-                            facts,
-                            draining: was_draining,
-                        },
-                    );
-                }
-                !same_contents(&before, &self.containers)
-            }
+            ContainerUpdate::Resync(all) => self.resync(Source::Containers, all),
+            ContainerUpdate::SwarmResync(all) => self.resync(Source::Swarm, all),
+            ContainerUpdate::Upsert(facts) if self.owned_by_swarm(&facts.id) => false,
             ContainerUpdate::Upsert(facts) if !facts.running => self.containers.remove(&facts.id).is_some(),
             ContainerUpdate::Upsert(facts) => {
                 let draining = self
                     .containers
                     .get(&facts.id)
                     .is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
-                let next = Tracked { facts, draining };
+                let next = Tracked {
+                    facts,
+                    draining,
+                    source: Source::Containers,
+                };
                 let changed = self
                     .containers
                     .get(&next.facts.id)
@@ -163,13 +165,50 @@ impl Inventory {
         }
     }
 
+    /// Replaces what `source` reported before with `all`. A drain survives
+    /// while the container runs the same start (Docker does not repeat the
+    /// `kill` event in a listing).
+    fn resync(&mut self, source: Source, all: Vec<ContainerFacts>) -> bool {
+        let before = std::mem::take(&mut self.containers);
+        let mut kept: BTreeMap<&ContainerId, &Tracked> = before.iter().filter(|(_, t)| t.source != source).collect();
+        for facts in all.into_iter().filter(|f| f.running) {
+            match kept.get(&facts.id).map(|t| t.source) {
+                // The Swarm side owns task containers; a listing of containers skips them.
+                Some(Source::Swarm) if source == Source::Containers => continue,
+                Some(_) => {
+                    kept.remove(&facts.id);
+                }
+                None => {}
+            }
+            let draining = before.get(&facts.id).is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
+            self.containers.insert(
+                facts.id.clone(),
+                Tracked {
+                    facts,
+                    draining,
+                    source,
+                },
+            );
+        }
+        for (id, tracked) in kept {
+            self.containers.insert(id.clone(), tracked.clone());
+        }
+        !same_contents(&before, &self.containers)
+    }
+
+    fn owned_by_swarm(&self, id: &ContainerId) -> bool {
+        self.containers.get(id).is_some_and(|t| t.source == Source::Swarm)
+    }
+
     pub fn knows(&self, id: &ContainerId) -> bool {
         self.containers.contains_key(id)
     }
 
     pub fn snapshot(&self, scope: &Scope) -> Snapshot {
         let in_scope = self.containers.values().filter(|t| match &scope.project {
-            Some(project) => t.facts.labels.get(COMPOSE_PROJECT_LABEL) == Some(project),
+            Some(project) => [COMPOSE_PROJECT_LABEL, STACK_NAMESPACE_LABEL]
+                .iter()
+                .any(|label| t.facts.labels.get(*label) == Some(project)),
             None => true,
         });
         snapshot::build(in_scope.map(|t| (&t.facts, t.draining)), scope)
@@ -178,9 +217,9 @@ impl Inventory {
 
 fn same_contents(a: &BTreeMap<ContainerId, Tracked>, b: &BTreeMap<ContainerId, Tracked>) -> bool {
     a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((ka, va), (kb, vb))| ka == kb && va.facts == vb.facts && va.draining == vb.draining)
+        && a.iter().zip(b).all(|((ka, va), (kb, vb))| {
+            ka == kb && va.facts == vb.facts && va.draining == vb.draining && va.source == vb.source
+        })
 }
 
 #[cfg(test)]

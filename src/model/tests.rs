@@ -210,12 +210,67 @@ fn changes_and_structure() {
     let one = inv.snapshot(&scope());
     inv.apply(ContainerUpdate::Drain(a.id.clone()));
     let drained = inv.snapshot(&scope());
-    assert!(one.same_structure(&drained));
+    assert!(one.same_services(&drained));
     assert!(matches!(one.changes(&drained)[..], [Change::ServerUpdated { .. }]));
 
     inv.apply(ContainerUpdate::Upsert(facts("bb", "web", "10.0.0.3")));
     let two = inv.snapshot(&scope());
-    assert!(!drained.same_structure(&two));
+    assert!(drained.same_services(&two));
+    let mut other = facts("ccc", "api", "10.0.0.4");
+    other.labels.insert("teal.host".into(), "api.example".into());
+    inv.apply(ContainerUpdate::Upsert(other));
+    assert!(!two.same_services(&inv.snapshot(&scope())));
     assert!(matches!(drained.changes(&two)[..], [Change::ServerAdded { .. }]));
     assert!(matches!(two.changes(&drained)[..], [Change::ServerRemoved { .. }]));
+}
+
+#[test]
+fn container_and_swarm_resyncs_leave_each_other_alone() {
+    let mut inv = Inventory::default();
+    let container = facts("a", "web", "10.0.0.2");
+    let task = facts("bb", "api", "10.0.9.2");
+    inv.apply(ContainerUpdate::Resync(vec![container.clone()]));
+    assert!(inv.apply(ContainerUpdate::SwarmResync(vec![task.clone()])));
+    // A fresh container listing keeps the task; an empty task listing keeps the container.
+    assert!(!inv.apply(ContainerUpdate::Resync(vec![container.clone()])));
+    assert!(inv.knows(&task.id));
+    assert!(inv.apply(ContainerUpdate::SwarmResync(Vec::new())));
+    assert!(inv.knows(&container.id) && !inv.knows(&task.id));
+    assert!(inv.apply(ContainerUpdate::Resync(Vec::new())));
+    assert!(!inv.knows(&container.id));
+}
+
+#[test]
+fn a_task_container_belongs_to_the_swarm_side() {
+    let mut inv = Inventory::default();
+    let mut from_container = facts("a", "web", "10.0.9.2");
+    from_container.name = "container-view".into();
+    let mut from_task = from_container.clone();
+    from_task.name = "task-view".into();
+    // Seen first as a container (it carries container labels too): the task listing takes it over.
+    inv.apply(ContainerUpdate::Upsert(from_container.clone()));
+    assert!(inv.apply(ContainerUpdate::SwarmResync(vec![from_task.clone()])));
+    assert!(!inv.apply(ContainerUpdate::Upsert(from_container.clone())));
+    assert!(!inv.apply(ContainerUpdate::Resync(vec![from_container.clone()])));
+    assert_eq!(only_server(&inv).container_name, "task-view");
+    // Drain and Remove come from container events and apply to tasks too.
+    assert!(inv.apply(ContainerUpdate::Drain(from_task.id.clone())));
+    assert!(!inv.apply(ContainerUpdate::SwarmResync(vec![from_task.clone()])));
+    assert_eq!(only_server(&inv).state, ServerState::Drain);
+    assert!(inv.apply(ContainerUpdate::Remove(from_task.id.clone())));
+    assert!(inv.snapshot(&scope()).services.is_empty());
+}
+
+#[test]
+fn project_scope_also_matches_a_stack() {
+    let mut task = facts("a", "web", "10.0.9.2");
+    task.labels.insert(STACK_NAMESPACE_LABEL.into(), "shop".into());
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::SwarmResync(vec![task]));
+    inv.apply(ContainerUpdate::Upsert(facts("bb", "web", "10.0.0.3")));
+    let shop = Scope {
+        project: Some("shop".into()),
+        ..scope()
+    };
+    assert_eq!(inv.snapshot(&shop).services[0].servers.len(), 1);
 }
