@@ -8,6 +8,7 @@
 //! serving, on disk too.
 
 mod file;
+mod runtime;
 mod socket;
 mod supervisor;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Change, ServerState, Snapshot};
+use crate::model::Snapshot;
 use crate::settings::{ReloadMode, Settings};
 use supervisor::{Supervisor, SupervisorConfig};
 
@@ -85,60 +86,60 @@ impl Applier {
         if self.applied.as_ref().is_some_and(|a| a.text == text) {
             return Ok(Outcome::Unchanged);
         }
+        // Server changes go to the running HAProxy first: routing a new
+        // container or draining a stopping one should not wait for a file.
+        let runtime_steps = match &self.applied {
+            Some(applied) if self.haproxy_running() => runtime::plan(&applied.snapshot, snapshot),
+            _ => None,
+        };
+        if let Some(steps) = runtime_steps {
+            match runtime::run(&self.admin_socket, &steps).await {
+                Ok(()) => {
+                    // The file must agree, so a later reload keeps these servers.
+                    self.install(&text).await?;
+                    self.applied = Some(Applied {
+                        text,
+                        snapshot: snapshot.clone(),
+                    });
+                    return Ok(Outcome::Runtime(steps.len()));
+                }
+                Err(error) => tracing::warn!(%error, "runtime API refused a change; reloading instead"),
+            }
+        }
+
+        let previous = std::fs::read(&self.config).ok();
+        self.install(&text).await?;
+        match self.reload().await {
+            Ok(outcome) => {
+                self.applied = Some(Applied {
+                    text,
+                    snapshot: snapshot.clone(),
+                });
+                Ok(outcome)
+            }
+            Err(error) => {
+                // Keep the file HAProxy runs on disk, so a restart uses it.
+                if let Some(previous) = previous {
+                    let _ = write_atomic(&self.config, &previous);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Validates `text` with `haproxy -c` and only then puts it in place.
+    async fn install(&self, text: &str) -> Result<(), ApplyError> {
         let staged = self.config.with_extension("cfg.next");
         write_atomic(&staged, text.as_bytes()).map_err(|source| write_error(&staged, source))?;
         if let Err(error) = validate(&self.haproxy, &staged).await {
             let _ = std::fs::remove_file(&staged);
             return Err(error);
         }
-
-        let runtime_commands = match &self.applied {
-            Some(applied) if self.haproxy_running() && applied.snapshot.same_structure(snapshot) => {
-                Some(runtime_commands(&applied.snapshot, snapshot))
-            }
-            _ => None,
-        };
-        let runtime_ok = match &runtime_commands {
-            Some(commands) => self.run_runtime(commands).await,
-            None => false,
-        };
-
-        let previous = std::fs::read(&self.config).ok();
-        std::fs::rename(&staged, &self.config).map_err(|source| write_error(&self.config, source))?;
-        let outcome = if runtime_ok {
-            Outcome::Runtime(runtime_commands.map_or(0, |c| c.len()))
-        } else {
-            match self.reload().await {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    // Keep the file HAProxy runs on disk, so a restart uses it.
-                    if let Some(previous) = previous {
-                        let _ = write_atomic(&self.config, &previous);
-                    }
-                    return Err(error);
-                }
-            }
-        };
-        self.applied = Some(Applied {
-            text,
-            snapshot: snapshot.clone(),
-        });
-        Ok(outcome)
+        std::fs::rename(&staged, &self.config).map_err(|source| write_error(&self.config, source))
     }
 
     fn haproxy_running(&self) -> bool {
         !matches!(self.reload, ReloadMode::Supervise) || self.supervisor.is_some()
-    }
-
-    /// Runs the commands; false (and a reload follows) if any was refused.
-    async fn run_runtime(&self, commands: &[String]) -> bool {
-        for command in commands {
-            if let Err(error) = socket::runtime(&self.admin_socket, command).await {
-                tracing::warn!(%error, "runtime API refused a change; reloading instead");
-                return false;
-            }
-        }
-        true
     }
 
     async fn reload(&mut self) -> Result<Outcome, ApplyError> {
@@ -237,30 +238,6 @@ pub async fn validate(haproxy: &Path, config: &Path) -> Result<(), ApplyError> {
     }
 }
 
-/// The runtime API commands that take HAProxy from `before` to `after`,
-/// which have the same structure. Backend = service name, server = server
-/// name, as the default template renders them.
-fn runtime_commands(before: &Snapshot, after: &Snapshot) -> Vec<String> {
-    let mut commands = Vec::new();
-    for change in before.changes(after) {
-        if let Change::ServerUpdated { service, server, was } = change {
-            let target = format!("{service}/{}", server.name);
-            if server.weight != was.weight {
-                commands.push(format!("set server {target} weight {}", server.weight));
-            }
-            if server.state != was.state {
-                let state = match server.state {
-                    ServerState::Ready => "ready",
-                    ServerState::Drain => "drain",
-                    ServerState::Maint => "maint",
-                };
-                commands.push(format!("set server {target} state {state}"));
-            }
-        }
-    }
-    commands
-}
-
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How a reload is asked of an HAProxy master.
@@ -304,6 +281,3 @@ async fn await_reload(master_socket: &Path, trigger: Trigger) -> Result<(), Appl
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -30,15 +30,6 @@ pub async fn command(socket: &Path, command: &str) -> std::io::Result<String> {
         })
 }
 
-/// A runtime API command whose answer must be empty to mean success.
-pub async fn runtime(socket: &Path, line: &str) -> Result<(), String> {
-    match command(socket, line).await {
-        Ok(answer) if answer.trim().is_empty() => Ok(()),
-        Ok(answer) => Err(format!("{line:?}: {}", answer.trim())),
-        Err(error) => Err(format!("{line:?}: {error}")),
-    }
-}
-
 /// The master's line of `show proc`: how many reloads it did, how many failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MasterStatus {

@@ -46,6 +46,20 @@ pub struct Service {
     pub balance: Balance,
     pub health: HealthCheck,
     pub servers: Vec<Server>,
+    /// Blue/green routing, when the service's containers carry slot labels;
+    /// set by `crate::slots::route`, `None` otherwise.
+    pub slots: Option<SlotRouting>,
+}
+
+/// How a service with slot labels is split between the live frontend and
+/// the preview listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotRouting {
+    /// The slot the live frontend serves (the other one is on preview).
+    pub live: Slot,
+    /// Set on the `<service>_preview` backend: the service it previews. Its
+    /// routes belong to the preview listener, not the live frontend.
+    pub preview_of: Option<ServiceName>,
 }
 
 /// A container that carries the service label but is not routed, and why.
@@ -106,6 +120,7 @@ pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bo
             balance: newest.balance,
             health: newest.health.clone(),
             servers,
+            slots: None,
         });
     }
     excluded.sort_by(|a, b| a.container_name.cmp(&b.container_name));
@@ -258,23 +273,15 @@ impl Snapshot {
         changes
     }
 
-    /// True when `next` differs from `self` only in server states and
-    /// weights: HAProxy's runtime API can then apply it without a reload.
-    pub fn same_structure(&self, next: &Snapshot) -> bool {
+    /// True when `next` has the same services with the same settings as
+    /// `self`, whatever their servers: HAProxy's runtime API can then add,
+    /// remove and change servers without a reload.
+    pub fn same_services(&self, next: &Snapshot) -> bool {
         let shape = |s: &Snapshot| -> Vec<Service> {
             s.services
                 .iter()
                 .map(|svc| Service {
-                    servers: svc
-                        .servers
-                        .iter()
-                        .map(|srv| Server {
-                            state: ServerState::Ready,
-                            reason: None,
-                            weight: 0,
-                            ..srv.clone()
-                        })
-                        .collect(),
+                    servers: Vec::new(),
                     ..svc.clone()
                 })
                 .collect()
