@@ -1,0 +1,206 @@
+//! A steady-rate HTTP load: W workers, each sending one GET every W/R
+//! seconds, over a new connection per request (CC) or a kept-alive one (KA).
+//! Every request is recorded with when it started, how long it took and
+//! which container answered, so a run can be cut into phases afterwards.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connections {
+    /// A new connection per request.
+    Close,
+    KeepAlive,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When the request was sent, from the start of the load.
+    pub at: Duration,
+    pub latency: Duration,
+    pub ok: bool,
+}
+
+/// What one worker recorded: its samples, and its errors by kind.
+type WorkerResult = (Vec<Sample>, HashMap<String, u64>);
+
+/// Bodies (container hostnames) and when each was first seen.
+type FirstSeen = Arc<Mutex<HashMap<String, Instant>>>;
+
+pub struct Load {
+    pub started: Instant,
+    first_seen: FirstSeen,
+    workers: Vec<JoinHandle<WorkerResult>>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Load {
+    /// Runs `rate` requests per second for `duration` against `addr`.
+    pub fn start(addr: SocketAddr, rate: u32, workers: u32, duration: Duration, mode: Connections) -> Load {
+        let started = Instant::now();
+        let first_seen: FirstSeen = Arc::default();
+        let period = Duration::from_secs_f64(f64::from(workers) / f64::from(rate));
+        let handles = (0..workers)
+            .map(|i| {
+                let first_seen = first_seen.clone();
+                tokio::spawn(async move {
+                    // Spread the workers over one period so the rate is even.
+                    tokio::time::sleep(period * i / workers).await;
+                    worker(addr, period, started + duration, started, mode, first_seen).await
+                })
+            })
+            .collect();
+        Load {
+            started,
+            first_seen,
+            workers: handles,
+        }
+    }
+
+    /// When a response with this body first arrived.
+    pub fn first_seen(&self, body: &str) -> Option<Instant> {
+        self.first_seen.lock().unwrap().get(body).copied()
+    }
+
+    /// Waits for the end; samples sorted by send time, and errors by kind.
+    pub async fn finish(self) -> WorkerResult {
+        let mut samples = Vec::new();
+        let mut errors = HashMap::new();
+        for worker in self.workers {
+            let (s, e) = worker.await.expect("load worker panicked");
+            samples.extend(s);
+            for (kind, n) in e {
+                *errors.entry(kind).or_insert(0) += n;
+            }
+        }
+        samples.sort_by_key(|s| s.at);
+        (samples, errors)
+    }
+}
+
+async fn worker(
+    addr: SocketAddr,
+    period: Duration,
+    until: Instant,
+    started: Instant,
+    mode: Connections,
+    first_seen: FirstSeen,
+) -> WorkerResult {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples = Vec::new();
+    let mut errors: HashMap<String, u64> = HashMap::new();
+    let mut known = std::collections::HashSet::new();
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    loop {
+        ticker.tick().await;
+        let sent = Instant::now();
+        if sent >= until {
+            break;
+        }
+        let result = tokio::time::timeout(TIMEOUT, request(addr, mode, &mut conn)).await;
+        let latency = sent.elapsed();
+        let outcome = match result {
+            Ok(Ok((200, body))) => Ok(body),
+            Ok(Ok((status, _))) => Err(format!("HTTP {status}")),
+            Ok(Err(e)) => Err(format!("{:?}", e.kind())),
+            Err(_) => Err("timeout".to_owned()),
+        };
+        if outcome.is_err() {
+            conn = None;
+        }
+        samples.push(Sample {
+            at: sent - started,
+            latency,
+            ok: outcome.is_ok(),
+        });
+        match outcome {
+            Ok(body) => {
+                if known.insert(body.clone()) {
+                    first_seen.lock().unwrap().entry(body).or_insert_with(Instant::now);
+                }
+            }
+            Err(kind) => *errors.entry(kind).or_default() += 1,
+        }
+    }
+    (samples, errors)
+}
+
+/// One GET; returns the status and the trimmed body.
+async fn request(
+    addr: SocketAddr,
+    mode: Connections,
+    conn: &mut Option<BufReader<TcpStream>>,
+) -> std::io::Result<(u16, String)> {
+    let stream = match conn.take() {
+        Some(stream) => stream,
+        None => BufReader::new(TcpStream::connect(addr).await?),
+    };
+    let mut stream = stream;
+    let connection = if mode == Connections::KeepAlive {
+        "keep-alive"
+    } else {
+        "close"
+    };
+    let head = format!("GET / HTTP/1.1\r\nHost: bench\r\nConnection: {connection}\r\n\r\n");
+    stream.get_mut().write_all(head.as_bytes()).await?;
+
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no status line"))?;
+    let mut length = None;
+    let mut server_closes = mode == Connections::Close;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse::<usize>().ok(),
+            // A client must honour this; HAProxy sends it when an old
+            // worker hands the connection back at a reload.
+            "connection" if value.trim().eq_ignore_ascii_case("close") => server_closes = true,
+            _ => {}
+        }
+    }
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            stream.read_exact(&mut body).await?;
+        }
+        None => {
+            stream.read_to_end(&mut body).await?;
+            server_closes = true;
+        }
+    }
+    if !server_closes {
+        *conn = Some(stream);
+    }
+    Ok((status, String::from_utf8_lossy(&body).trim().to_owned()))
+}
+
+/// p-th percentile (0..=100) of the latencies, in milliseconds.
+pub fn percentile(samples: &[&Sample], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+    latencies.sort_unstable();
+    let index = ((p / 100.0) * (latencies.len() - 1) as f64).round() as usize;
+    latencies[index].as_secs_f64() * 1000.0
+}

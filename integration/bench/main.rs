@@ -1,0 +1,393 @@
+//! The zero-downtime benchmark: real traffic through HAProxy while teal
+//! follows a rollout, against the real dockerd. Prints one row per scenario.
+//!
+//! ```text
+//! cargo bench --bench rollout                      # every scenario, 60 s of load each
+//! cargo bench --bench rollout -- cc ka --seconds 20
+//! ```
+//! Scenarios: cc, ka, sigterm, slow-health, never-healthy, naive, burst,
+//! event-to-routable. Not part of the test run: it takes about 12 minutes.
+
+mod load;
+mod stack;
+
+use std::time::{Duration, Instant};
+
+use load::{percentile, Connections, Load, Sample};
+use stack::{sh, wait_until, Containers, StaticHaproxy, Teal};
+
+/// Requests per second sent in every rollout scenario.
+const RATE: u32 = 1000;
+const WORKERS: u32 = 20;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let seconds = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(60u64);
+    let chosen: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !(a.starts_with("--") || *i > 0 && args[i - 1] == "--seconds"))
+        .map(|(_, a)| a.as_str())
+        .collect();
+    let wants = |name: &str| chosen.is_empty() || chosen.contains(&name);
+    sh(
+        "bash",
+        &[concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-images.sh")],
+    );
+    let duration = Duration::from_secs(seconds);
+
+    println!("teal rollout benchmark: {RATE} req/s for {seconds} s per scenario, {WORKERS} clients");
+    println!("{}", Row::header());
+    let plain: &[&str] = &[];
+    let exits_at_once: &[&str] = &["--init"];
+    let slow_health = New {
+        options: &["--health-cmd", "test -f /tmp/ready", "--health-interval", "1s"],
+        command: &["/bin/sh", "-c", SLOW_HEALTH_CMD],
+        expect: Expect::Healthy,
+    };
+    let never_healthy = New {
+        options: &[
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
+        command: &[],
+        expect: Expect::NeverHealthy,
+    };
+    let same = |options| New {
+        options,
+        command: &[],
+        expect: Expect::Healthy,
+    };
+    let rollouts = [
+        ("cc", Connections::Close, plain, same(plain)),
+        ("ka", Connections::KeepAlive, plain, same(plain)),
+        ("sigterm", Connections::Close, exits_at_once, same(exits_at_once)),
+        ("slow-health", Connections::Close, plain, slow_health),
+        ("never-healthy", Connections::Close, plain, never_healthy),
+    ];
+    for (name, connections, old, new) in rollouts {
+        if wants(name) {
+            let row = rollout(name, connections, old, new, duration).await;
+            println!("{row}");
+        }
+    }
+    if wants("naive") {
+        println!("{}", naive(duration).await);
+    }
+    if wants("burst") {
+        burst().await;
+    }
+    if wants("event-to-routable") {
+        event_to_routable().await;
+    }
+}
+
+/// The replacement container of a rollout scenario.
+struct New {
+    options: &'static [&'static str],
+    command: &'static [&'static str],
+    expect: Expect,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Healthy,
+    /// The new version must never get traffic; the old keeps serving.
+    NeverHealthy,
+}
+
+/// The command a slow-to-health container runs: it serves at once, but its
+/// healthcheck passes only after 10 s.
+const SLOW_HEALTH_CMD: &str =
+    "echo $(hostname) > /www/index.html; (sleep 10; touch /tmp/ready) & exec httpd -f -p 8080 -h /www";
+
+fn unique(name: &str) -> String {
+    format!("bench{}{}", std::process::id(), name.replace('-', ""))
+}
+
+/// Scale to two, wait until the new one is served, `docker stop` the old one.
+async fn rollout(name: &str, connections: Connections, old_options: &[&str], new: New, duration: Duration) -> Row {
+    let prefix = unique(name);
+    let teal = Teal::start(&prefix).await;
+    let mut containers = Containers::new(&prefix);
+    let old = containers.run("web", old_options, &[]);
+    wait_until(Duration::from_secs(20), "the first container is UP", async || {
+        teal.servers_up().await == 1
+    })
+    .await;
+    let reloads_before = teal.reloads().await;
+
+    let load = Load::start(teal.http, RATE, WORKERS, duration, connections);
+    tokio::time::sleep(duration / 4).await;
+    let rollout_start = load.started.elapsed();
+    let new_id = containers.run("web", new.options, new.command);
+    let started = Instant::now();
+
+    let mut start_to_routed = None;
+    match new.expect {
+        Expect::Healthy => {
+            let seen = wait_until(Duration::from_secs(40), "the new container is served", async || {
+                load.first_seen(&new_id).is_some()
+            })
+            .await;
+            if seen {
+                start_to_routed = load.first_seen(&new_id).map(|t| t.saturating_duration_since(started));
+                containers.stop(&old, 2);
+                containers.remove(&old);
+            }
+        }
+        Expect::NeverHealthy => {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            if load.first_seen(&new_id).is_some() {
+                eprintln!("  {name}: the never-healthy container got traffic");
+            }
+            containers.remove(&new_id);
+        }
+    }
+    let rollout_end = load.started.elapsed() + Duration::from_secs(2);
+    let pid = teal.pid();
+    let (samples, errors) = load.finish().await;
+    let reloads = teal.reloads().await - reloads_before;
+    let (peak_rss, _) = stack::memory_mib(pid);
+    if !errors.is_empty() {
+        eprintln!("  {name}: errors {errors:?}");
+    }
+    Row::new(
+        name,
+        &samples,
+        rollout_start,
+        rollout_end,
+        Some(reloads),
+        start_to_routed,
+        Some(peak_rss),
+    )
+}
+
+/// For contrast: `docker-compose up -d --force-recreate` of a container
+/// published on loopback behind a static HAProxy config.
+async fn naive(duration: Duration) -> Row {
+    let prefix = unique("naive");
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let app = stack::free_addr();
+    let compose = format!(
+        "version: \"2.4\"\nservices:\n  web:\n    image: teal-test-app:latest\n    init: true\n    \
+         ports: [\"127.0.0.1:{}:8080\"]\n",
+        app.port()
+    );
+    std::fs::write(dir.join("docker-compose.yml"), compose).expect("compose file");
+    let project = dir.join("docker-compose.yml");
+    let project = project.to_str().expect("utf-8 path");
+    let compose = |args: &[&str]| {
+        let mut all = vec!["-f", project, "-p", &prefix];
+        all.extend_from_slice(args);
+        sh("docker-compose", &all)
+    };
+    compose(&["up", "-d"]);
+    let bind = stack::free_addr();
+    let haproxy = StaticHaproxy::start(&dir.join("haproxy"), bind, app);
+    wait_until(Duration::from_secs(20), "the naive stack answers", async || {
+        !stack::http_get(bind, "/").await.is_empty()
+    })
+    .await;
+    let load = Load::start(bind, RATE, WORKERS, duration, Connections::Close);
+    tokio::time::sleep(duration / 4).await;
+    let rollout_start = load.started.elapsed();
+    compose(&["up", "-d", "--force-recreate"]);
+    let rollout_end = load.started.elapsed() + Duration::from_secs(2);
+    let (samples, errors) = load.finish().await;
+    drop(haproxy);
+    compose(&["down", "--timeout", "1"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    if !errors.is_empty() {
+        eprintln!("  naive: errors {errors:?}");
+    }
+    Row::new("naive", &samples, rollout_start, rollout_end, None, None, None)
+}
+
+/// 100 containers started at once: time until all are UP and the reloads
+/// it took; then 200 containers: teal's memory and its CPU when idle.
+async fn burst() {
+    let prefix = unique("burst");
+    let teal = Teal::start(&prefix).await;
+    let mut containers = Containers::new(&prefix);
+    containers.run("web", &[], &[]);
+    wait_until(Duration::from_secs(20), "the first container is UP", async || {
+        teal.servers_up().await == 1
+    })
+    .await;
+    let reloads_before = teal.reloads().await;
+    let ids = containers.create_many("web", 100);
+    let started = Instant::now();
+    containers.start_all(&ids);
+    let last_started = started.elapsed();
+    let all_up = wait_until(Duration::from_secs(60), "101 servers UP", async || {
+        teal.servers_up().await == 101
+    })
+    .await;
+    let routable = started.elapsed();
+    let reloads = teal.reloads().await - reloads_before;
+    println!(
+        "\nburst: 100 containers started in {:.2} s (docker), all UP in HAProxy {:.2} s after the first start \
+         ({:.2} s after the last), {reloads} reloads{}",
+        last_started.as_secs_f64(),
+        routable.as_secs_f64(),
+        (routable - last_started.min(routable)).as_secs_f64(),
+        if all_up { "" } else { " (NOT all up)" }
+    );
+
+    let more = containers.create_many("web", 99);
+    containers.start_all(&more);
+    wait_until(Duration::from_secs(90), "200 servers UP", async || {
+        teal.servers_up().await == 200
+    })
+    .await;
+    let pid = teal.pid();
+    let cpu_before = stack::cpu_time(pid);
+    let idle = Duration::from_secs(10);
+    tokio::time::sleep(idle).await;
+    let cpu = stack::cpu_time(pid) - cpu_before;
+    let (peak, now) = stack::memory_mib(pid);
+    println!(
+        "200 containers: teal RSS {now:.1} MiB (peak {peak:.1} MiB); CPU while idle {:.0} ms over {} s ({:.2} %)",
+        cpu.as_secs_f64() * 1000.0,
+        idle.as_secs(),
+        cpu.as_secs_f64() / idle.as_secs_f64() * 100.0
+    );
+}
+
+/// From `docker run -d` returning to the first request the new container
+/// serves, no healthcheck: 20 times, median and max.
+async fn event_to_routable() {
+    let prefix = unique("e2r");
+    let teal = Teal::start(&prefix).await;
+    let mut containers = Containers::new(&prefix);
+    let first = containers.run("web", &[], &[]);
+    let http = teal.http;
+    let served_by = async |body: &str| stack::http_get(http, "/").await.trim() == body;
+    wait_until(Duration::from_secs(20), "the first container is served", async || {
+        served_by(&first).await
+    })
+    .await;
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let id = containers.run("web", &[], &[]);
+        let started = Instant::now();
+        // Two servers in round robin: poll until the new one answers.
+        if wait_until(Duration::from_secs(10), "the new container is served", async || {
+            served_by(&id).await
+        })
+        .await
+        {
+            times.push(started.elapsed());
+        }
+        containers.stop(&id, 0);
+        containers.remove(&id);
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    if let (Some(median), Some(max)) = (times.get(times.len() / 2), times.last()) {
+        println!(
+            "\nevent-to-routable ({} runs, debounce 50ms): median {:.0} ms, max {:.0} ms",
+            times.len(),
+            ms(*median),
+            ms(*max)
+        );
+    }
+}
+
+struct Row {
+    name: String,
+    requests: usize,
+    failed: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    steady_p99: f64,
+    rollout_p99: f64,
+    reloads: Option<u64>,
+    start_to_routed: Option<Duration>,
+    peak_rss: Option<f64>,
+}
+
+impl Row {
+    fn new(
+        name: &str,
+        samples: &[Sample],
+        rollout_start: Duration,
+        rollout_end: Duration,
+        reloads: Option<u64>,
+        start_to_routed: Option<Duration>,
+        peak_rss: Option<f64>,
+    ) -> Row {
+        let all: Vec<&Sample> = samples.iter().collect();
+        let steady: Vec<&Sample> = samples.iter().filter(|s| s.at < rollout_start).collect();
+        let during: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.at >= rollout_start && s.at <= rollout_end)
+            .collect();
+        Row {
+            name: name.to_owned(),
+            requests: samples.len(),
+            failed: samples.iter().filter(|s| !s.ok).count(),
+            p50: percentile(&all, 50.0),
+            p99: percentile(&all, 99.0),
+            max: percentile(&all, 100.0),
+            steady_p99: percentile(&steady, 99.0),
+            rollout_p99: percentile(&during, 99.0),
+            reloads,
+            start_to_routed,
+            peak_rss,
+        }
+    }
+
+    fn header() -> String {
+        format!(
+            "{:<14} {:>8} {:>7} {:>8} {:>8} {:>8} {:>10} {:>11} {:>8} {:>10} {:>9}",
+            "scenario",
+            "requests",
+            "failed",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "steady p99",
+            "rollout p99",
+            "reloads",
+            "start->200",
+            "teal RSS"
+        )
+    }
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+        write!(
+            f,
+            "{:<14} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>11.1} {:>8} {:>10} {:>9}",
+            self.name,
+            self.requests,
+            self.failed,
+            self.p50,
+            self.p99,
+            self.max,
+            self.steady_p99,
+            self.rollout_p99,
+            or_dash(self.reloads.map(|r| r.to_string())),
+            or_dash(
+                self.start_to_routed
+                    .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+            ),
+            or_dash(self.peak_rss.map(|m| format!("{m:.1} MiB"))),
+        )
+    }
+}

@@ -1,0 +1,278 @@
+//! What a scenario runs: a `teal run` (or, for the naive baseline, a plain
+//! HAProxy) and the containers it creates, all removed on drop.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub const IMAGE: &str = "teal-test-app:latest";
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// Runs a command, returns its trimmed stdout; panics with stderr on failure.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub async fn wait_until(timeout: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("  (gave up waiting: {what})");
+    false
+}
+
+/// Containers created through it are removed when it drops.
+pub struct Containers {
+    pub prefix: String,
+    ids: Vec<String>,
+}
+
+impl Containers {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            ids: Vec::new(),
+        }
+    }
+
+    /// `docker run -d` of the test app in service `service` (`options`
+    /// before the image, `command` after it); returns the container's
+    /// hostname (its 12-digit id), which is also its HTTP body.
+    pub fn run(&mut self, service: &str, options: &[&str], command: &[&str]) -> String {
+        let id = self.docker_create_or_run("run", service, options, command);
+        id[..12].to_owned()
+    }
+
+    fn docker_create_or_run(&mut self, verb: &str, service: &str, options: &[&str], command: &[&str]) -> String {
+        let label = format!("{}.service={service}", self.prefix);
+        let mut args = vec![verb, "--label", &label];
+        if verb == "run" {
+            args.push("-d");
+        }
+        args.extend_from_slice(options);
+        args.push(IMAGE);
+        args.extend_from_slice(command);
+        let id = sh("docker", &args);
+        self.ids.push(id.clone());
+        id
+    }
+
+    /// Creates `n` containers without starting them.
+    pub fn create_many(&mut self, service: &str, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| self.docker_create_or_run("create", service, &[], &[]))
+            .collect()
+    }
+
+    /// Starts them all with one `docker start`.
+    pub fn start_all(&self, ids: &[String]) {
+        let mut args = vec!["start"];
+        args.extend(ids.iter().map(String::as_str));
+        sh("docker", &args);
+    }
+
+    pub fn stop(&self, id: &str, grace_seconds: u32) {
+        sh("docker", &["stop", "-t", &grace_seconds.to_string(), id]);
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        sh("docker", &["rm", "-f", id]);
+        self.ids.retain(|known| !known.starts_with(id));
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(self.ids.iter().map(String::as_str));
+            let _ = Command::new("docker")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A `teal run` with its own prefix, ports and state dir.
+pub struct Teal {
+    child: Child,
+    pub http: SocketAddr,
+    pub status: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Teal {
+    pub async fn start(prefix: &str) -> Teal {
+        let dir = std::env::temp_dir().join(format!("{prefix}-bench"));
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        let (http, status) = (free_addr(), free_addr());
+        let log = std::fs::File::create(dir.join("teal.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_teal"))
+            .args(["run", "--label-prefix", prefix, "--reload", "supervise"])
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("--config")
+            .arg(dir.join("haproxy.cfg"))
+            .args(["--http-bind", &http.to_string(), "--status-bind", &status.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn teal");
+        let teal = Teal {
+            child,
+            http,
+            status,
+            dir,
+        };
+        let up = wait_until(Duration::from_secs(20), "teal's status endpoint", async || {
+            std::net::TcpStream::connect(status).is_ok()
+        })
+        .await;
+        assert!(up, "teal did not start; see {}", teal.dir.join("teal.log").display());
+        teal
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `teal_reloads_total{result="ok"}` from /metrics (starts included).
+    pub async fn reloads(&self) -> u64 {
+        metric(self.status, "teal_reloads_total{result=\"ok\"}").await
+    }
+
+    /// Servers HAProxy reports UP, from /status.
+    pub async fn servers_up(&self) -> usize {
+        let Ok(report) = teal::status::fetch(self.status).await else {
+            return 0;
+        };
+        report
+            .services
+            .iter()
+            .flat_map(|s| &s.servers)
+            .filter(|s| s.haproxy.as_deref() == Some("UP"))
+            .count()
+    }
+}
+
+impl Drop for Teal {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn metric(status: SocketAddr, name: &str) -> u64 {
+    let body = http_get(status, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    if stream.write_all(request.as_bytes()).await.is_ok() {
+        let _ = stream.read_to_string(&mut answer).await;
+    }
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// Peak and current resident memory of a process, in MiB.
+pub fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    let clock = 100;
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after ')'.
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock)
+}
+
+/// A plain HAProxy on a static config: the naive baseline.
+pub struct StaticHaproxy {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl StaticHaproxy {
+    pub fn start(dir: &Path, bind: SocketAddr, server: SocketAddr) -> StaticHaproxy {
+        let config = format!(
+            "global\n    maxconn 4096\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    \
+             timeout server 30s\nfrontend web\n    bind {bind}\n    default_backend app\nbackend app\n    \
+             server app {server} check\n"
+        );
+        std::fs::create_dir_all(dir).expect("dir");
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).expect("config");
+        let child = Command::new("haproxy")
+            .args(["-W", "-db", "-f"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn haproxy");
+        StaticHaproxy {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+impl Drop for StaticHaproxy {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
