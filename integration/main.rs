@@ -1,0 +1,26 @@
+//! End-to-end tests: the real `teal` binary against a real dockerd and a real
+//! HAProxy. One test binary (like ripgrep's `tests/`), a small harness, then
+//! one module per behaviour of SPEC.md.
+//!
+//! Harness, in the order a test uses it:
+//! - `util`: unique names, free ports, `wait_until`, the test image.
+//! - `docker`: the `docker` CLI with a guard that removes what a test made.
+//! - `teal`: the `teal run` fixture (temp state dir, own ports, log on failure).
+//! - `http`: a raw HTTP/1.1 client and a new-connection-per-request load generator.
+//! - `dockerd`: a private, throw-away Docker daemon for the reconnect test.
+//!
+//! Isolation: every test has its own label prefix (`tt<pid>n<counter>`), so the
+//! tests share the machine's daemon and still run in parallel.
+
+mod docker;
+mod dockerd;
+mod http;
+mod teal;
+mod util;
+
+mod discovery;
+mod health;
+mod labels;
+mod reconnect;
+mod rollout;
+mod template;

@@ -1,0 +1,300 @@
+//! The `teal run` fixture: the real binary with its own temp state dir, its
+//! own 127.0.0.1 ports and label prefix, `--reload supervise`, its log in a
+//! file (printed, with the rendered config, when the test fails), and a
+//! SIGTERM on drop that must also take its HAProxy down.
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+
+use crate::http::{self, describe, Response};
+use crate::util::{free_addr, pids_mentioning, signal, terminate, wait_until};
+
+/// Start-up budget: discovery, first render, `haproxy -c`, HAProxy listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long teal gets to stop itself and its HAProxy after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TealBuilder {
+    prefix: String,
+    docker_host: Option<String>,
+    template: Option<PathBuf>,
+    /// A state dir that outlives this teal (to restart on it); else a temp one.
+    state_dir: Option<PathBuf>,
+    extra_args: Vec<String>,
+}
+
+pub struct Teal {
+    child: Child,
+    dir: TempDir,
+    pub http: SocketAddr,
+    /// `--status-bind`: where `teal status`, `rollout` and `switch` find it.
+    pub status: SocketAddr,
+    pub state_dir: PathBuf,
+    pub prefix: String,
+    stopped: bool,
+}
+
+/// What `Teal::stop` found.
+pub struct Stopped {
+    pub status: ExitStatus,
+    /// Processes still mentioning teal's temp dir (an orphaned HAProxy) after
+    /// teal exited; they have been killed since.
+    pub orphans: Vec<String>,
+}
+
+impl TealBuilder {
+    pub fn docker_host(mut self, host: &str) -> Self {
+        self.docker_host = Some(host.to_owned());
+        self
+    }
+
+    pub fn template(mut self, path: &Path) -> Self {
+        self.template = Some(path.to_owned());
+        self
+    }
+
+    pub fn state_dir(mut self, path: &Path) -> Self {
+        self.state_dir = Some(path.to_owned());
+        self
+    }
+
+    /// Any other `teal run` flag(s), e.g. `--preview-bind`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Spawns `teal run` and waits until its HAProxy answers HTTP.
+    pub async fn start(self) -> Teal {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", self.prefix))
+            .tempdir()
+            .expect("temp dir");
+        let state = match &self.state_dir {
+            Some(state) => state.clone(),
+            None => dir.path().join("state"),
+        };
+        std::fs::create_dir_all(&state).expect("state dir");
+        let log = File::create(dir.path().join("teal.log")).expect("log file");
+        let http = free_addr();
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_teal"));
+        // Hermetic: nothing from the caller's TEAL_* leaks in.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TEAL_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.arg("run")
+            .arg("--label-prefix")
+            .arg(&self.prefix)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--config")
+            .arg(dir.path().join("haproxy.cfg"))
+            .arg("--haproxy")
+            .arg("/usr/sbin/haproxy")
+            .arg("--reload")
+            .arg("supervise")
+            .arg("--http-bind")
+            .arg(http.to_string())
+            .arg("--debounce")
+            .arg("50ms")
+            .arg("--log-format")
+            .arg("text");
+        if let Some(host) = &self.docker_host {
+            cmd.arg("--docker-host").arg(host);
+        }
+        if let Some(template) = &self.template {
+            cmd.arg("--template").arg(template);
+        }
+        cmd.args(&self.extra_args);
+        let status = free_addr();
+        // Through the env twin: an older build without the flag ignores it,
+        // and parallel tests never fight over the default 127.0.0.1:9180.
+        cmd.env("TEAL_STATUS_BIND", status.to_string())
+            .env("RUST_LOG", "info,teal=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn teal");
+
+        let mut teal = Teal {
+            child,
+            dir,
+            http,
+            status,
+            state_dir: state,
+            prefix: self.prefix,
+            stopped: false,
+        };
+        teal.wait_listening().await;
+        teal
+    }
+}
+
+impl Teal {
+    pub fn builder(prefix: &str) -> TealBuilder {
+        TealBuilder {
+            prefix: prefix.to_owned(),
+            docker_host: None,
+            template: None,
+            state_dir: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait teal") {
+                panic!("teal exited during start-up ({status})");
+            }
+            if http::get(self.http, "localhost", "/").await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "HAProxy did not answer on {} within {START_TIMEOUT:?}",
+                self.http
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// teal's log so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("teal.log")).unwrap_or_default()
+    }
+
+    /// The haproxy.cfg teal last wrote (`--config`).
+    pub fn config(&self) -> String {
+        std::fs::read_to_string(self.dir().join("haproxy.cfg")).unwrap_or_default()
+    }
+
+    pub async fn get(&self) -> io::Result<Response> {
+        http::get(self.http, "localhost", "/").await
+    }
+
+    /// The body of one request (which container served it), or why it failed.
+    pub async fn served(&self) -> String {
+        describe(&self.get().await)
+    }
+
+    pub async fn sample(&self, n: usize) -> Vec<String> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.served().await);
+        }
+        out
+    }
+
+    /// Waits until some request is answered by a container with this body.
+    pub async fn wait_served_by(&self, body: &str, timeout: Duration) {
+        wait_until(timeout, &format!("{body} is served"), || async {
+            self.served().await == body
+        })
+        .await;
+    }
+
+    /// Waits until 10 requests in a row are each answered by one of `bodies`.
+    pub async fn wait_only(&self, bodies: &[&str], timeout: Duration) {
+        let what = format!("only {bodies:?} answer");
+        self.wait_all(timeout, &what, |s| bodies.contains(&s)).await;
+    }
+
+    /// Waits until 10 requests in a row are refused by HAProxy (any non-2xx
+    /// status), i.e. no container serves them.
+    pub async fn wait_unserved(&self, timeout: Duration) {
+        self.wait_all(timeout, "no container answers", |s| s.starts_with("HTTP "))
+            .await;
+    }
+
+    /// Waits until 10 requests in a row each satisfy `ok` (see `served`).
+    pub async fn wait_all(&self, timeout: Duration, what: &str, ok: impl Fn(&str) -> bool) {
+        let what = format!("10 requests in a row: {what}");
+        wait_until(timeout, &what, || async {
+            for _ in 0..10 {
+                if !ok(&self.served().await) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
+    /// SIGTERM, wait for teal to exit, then check its HAProxy went too.
+    pub fn stop(&mut self) -> Stopped {
+        self.stopped = true;
+        signal(self.pid(), Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait teal") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("teal did not exit {STOP_TIMEOUT:?} after SIGTERM; SIGKILL");
+                let _ = self.child.kill();
+                break self.child.wait().expect("wait teal");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Any process naming our temp dir (haproxy -f DIR/haproxy.cfg) is ours.
+        let needle = self.dir().to_string_lossy().into_owned();
+        let mut orphans = pids_mentioning(&needle);
+        let grace = Instant::now() + Duration::from_secs(2);
+        while !orphans.is_empty() && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(50));
+            orphans = pids_mentioning(&needle);
+        }
+        let described = orphans
+            .iter()
+            .map(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                format!("{pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+            .collect();
+        terminate(&orphans, Duration::from_secs(2));
+        Stopped {
+            status,
+            orphans: described,
+        }
+    }
+}
+
+impl Drop for Teal {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let stopped = self.stop();
+            if !stopped.orphans.is_empty() {
+                eprintln!("teal left processes behind: {:?}", stopped.orphans);
+            }
+        }
+        // TEAL_IT_LOGS=1 shows the log of passing tests too.
+        if std::thread::panicking() || std::env::var_os("TEAL_IT_LOGS").is_some() {
+            eprintln!(
+                "----- teal log ({}) -----\n{}\n----- rendered haproxy.cfg -----\n{}\n-----",
+                self.prefix,
+                self.log(),
+                self.config()
+            );
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Small pieces every test needs: unique names, free ports, polling with a
+//! deadline, the test image, and finding processes a test left behind.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// The image every test container runs (built by scripts/build-test-images.sh).
+pub const IMAGE: &str = "teal-test-app:latest";
+
+/// How often `wait_until` re-checks its condition.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A name no other test (in this or a parallel test binary) uses:
+/// `tt<pid>n<counter>`. It is a valid label prefix and container-name stem.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("tt{}n{}", std::process::id(), n)
+}
+
+/// A 127.0.0.1 port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Re-checks `condition` until it holds; panics naming `what` at the deadline.
+/// Tests synchronise with this, never with a bare sleep.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for(timeout, what, || {
+        let fut = condition();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Like `wait_until`, for a condition that yields a value once it holds.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn build_images_script() -> PathBuf {
+    repo_root().join("scripts/build-test-images.sh")
+}
+
+/// Builds the test image once per test binary (quick when it exists).
+pub fn ensure_images() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let out = Command::new(build_images_script())
+            .output()
+            .expect("run scripts/build-test-images.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-test-images.sh failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Pids of live processes whose command line mentions `needle` (a path only
+/// one test owns), excluding this process. Used to find what a test started
+/// indirectly (teal's HAProxy, a private dockerd's containerd and shims).
+pub fn pids_mentioning(needle: &str) -> Vec<i32> {
+    let own = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); check its state too.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// SIGTERM each pid, then SIGKILL whatever is still alive after `grace`.
+pub fn terminate(pids: &[i32], grace: Duration) {
+    use nix::sys::signal::Signal;
+    for &pid in pids {
+        signal(pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    for &pid in pids {
+        if alive(pid) {
+            signal(pid, Signal::SIGKILL);
+        }
+    }
+}
