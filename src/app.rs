@@ -41,8 +41,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let watcher = Watcher {
         host: settings.docker_host.clone(),
         label_prefix: settings.label_prefix.clone(),
-        reports: reports_tx,
+        reports: reports_tx.clone(),
         metrics: metrics.clone(),
+    };
+    let swarm_watcher = docker::swarm::SwarmWatcher {
+        host: settings.docker_host.clone(),
+        label_prefix: settings.label_prefix.clone(),
+        mode: settings.swarm,
+        reports: reports_tx,
     };
     let (snapshots_tx, snapshots_rx) = watch::channel(None);
     let (docker_tx, docker_rx) = watch::channel(DockerStatus::default());
@@ -56,6 +62,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let status_task = status::serve(settings.status_bind, sources, shutdown.clone()).await?;
     let docker_task = tokio::spawn(watcher.run(shutdown.clone()));
+    let swarm_task = tokio::spawn(swarm_watcher.run(shutdown.clone()));
     let model = ModelOwner {
         scope,
         snapshots: snapshots_tx,
@@ -75,6 +82,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let result = render_and_apply(&settings, applier, snapshots_rx, outputs, shutdown.clone()).await;
     shutdown.cancel();
     let _ = docker_task.await;
+    let _ = swarm_task.await;
     let _ = model_task.await;
     let _ = status_task.await;
     result
@@ -324,6 +332,10 @@ async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
     let facts = docker::list(&docker, &settings.label_prefix).await?;
     let mut inventory = Inventory::default();
     inventory.apply(ContainerUpdate::Resync(facts));
+    let host = settings.docker_host.as_deref();
+    if let Some(tasks) = docker::swarm::list_once(&docker, host, &settings.label_prefix, settings.swarm).await? {
+        inventory.apply(ContainerUpdate::SwarmResync(tasks));
+    }
     Ok(inventory.snapshot(&scope(settings).await?))
 }
 

@@ -50,6 +50,15 @@ impl FromStr for ReloadMode {
     }
 }
 
+/// Whether teal also discovers Swarm services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwarmMode {
+    /// When the daemon is an active swarm manager.
+    Auto,
+    On,
+    Off,
+}
+
 /// An HAProxy bind address: `:80`, `127.0.0.1:8080`, `[::1]:8080`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindAddr {
@@ -136,6 +145,11 @@ pub struct Settings {
     /// Address of the shared HTTP frontend.
     #[arg(long, global = true, env = "TEAL_HTTP_BIND", default_value = ":80")]
     pub http_bind: BindAddr,
+
+    /// Swarm services (labels from `deploy.labels`) as well as containers: auto (when the daemon is a swarm
+    /// manager, re-checked every 30s), on (`--swarm` alone; warn while it is no manager) or off.
+    #[arg(long, global = true, env = "TEAL_SWARM", value_enum, default_value = "auto", num_args = 0..=1, default_missing_value = "on")]
+    pub swarm: SwarmMode,
 
     /// Address of teal's status endpoint.
     #[arg(long, global = true, env = "TEAL_STATUS_BIND", default_value = "127.0.0.1:9180")]

@@ -15,8 +15,13 @@
 //!
 //! Health checks also emit `exec_*` events on every interval; the daemon-side
 //! filter keeps them out.
+//!
+//! Swarm services are [`swarm`]'s: a second watcher, reporting tasks as
+//! containers through the same channel.
 
 mod convert;
+pub mod swarm;
+mod swarm_api;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -180,7 +180,9 @@ impl Inventory {
                 }
                 None => {}
             }
-            let draining = before.get(&facts.id).is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
+            let draining = before
+                .get(&facts.id)
+                .is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
             self.containers.insert(
                 facts.id.clone(),
                 Tracked {

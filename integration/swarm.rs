@@ -1,0 +1,289 @@
+//! Swarm mode: `examples/swarm` deployed as it is on a single-node swarm,
+//! teal's sidecar (a plain container on a manager, attached to the stack's
+//! overlay) routing to each task, and Swarm's own rolling update
+//! (`order: start-first`) under load losing no request. Load goes from the
+//! host to the sidecar's 127.0.0.1 port only; only containers reach the
+//! overlay addresses.
+//!
+//! The machine's swarm is left as the test found it: an existing manager is
+//! used as it is; otherwise the test initialises a swarm on 127.0.0.1 and
+//! leaves it at the end. A lock file keeps two test runs on one machine from
+//! doing that at the same time.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::process::Command as StdCommand;
+use std::time::{Duration, Instant};
+
+use crate::examples::{body_of, ensure_example_images, report, run, served, visits, Compose};
+use crate::http::Load;
+use crate::util::{free_port, repo_root, unique_prefix, wait_for, wait_until};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+const LOCK_WAIT: Duration = Duration::from_secs(180);
+const CLIENTS: usize = 8;
+const AFTER_UPDATE: Duration = Duration::from_secs(2);
+
+/// This node as a swarm manager for the length of a test.
+struct Swarm {
+    _lock: File,
+    initialised: bool,
+    /// Networks that existed before `swarm init`, so leaving removes only
+    /// what the init made.
+    networks_before: BTreeSet<String>,
+}
+
+impl Swarm {
+    /// `None` (the test is skipped) when this node is in a swarm as a worker
+    /// or in a state the test should not touch.
+    async fn join() -> Option<Swarm> {
+        let lock = File::create(std::env::temp_dir().join("teal-integration-swarm.lock")).expect("lock file");
+        wait_until(LOCK_WAIT, "no other test run uses the swarm", || async {
+            lock.try_lock().is_ok()
+        })
+        .await;
+        let state = run(
+            "docker",
+            &[
+                "info",
+                "--format",
+                "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+            ],
+            &[],
+        )
+        .await;
+        let networks_before = networks().await;
+        let initialised = match state.as_str() {
+            "active true" => false,
+            "inactive false" => {
+                run(
+                    "docker",
+                    &[
+                        "swarm",
+                        "init",
+                        "--advertise-addr",
+                        "127.0.0.1",
+                        "--listen-addr",
+                        "127.0.0.1:2377",
+                    ],
+                    &[],
+                )
+                .await;
+                true
+            }
+            other => {
+                eprintln!("swarm test skipped: this node's swarm state is {other:?} (not a manager, not free)");
+                return None;
+            }
+        };
+        Some(Swarm {
+            _lock: lock,
+            initialised,
+            networks_before,
+        })
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        if !self.initialised {
+            return;
+        }
+        let _ = StdCommand::new("docker").args(["swarm", "leave", "--force"]).output();
+        // `swarm init` made docker_gwbridge (ingress goes with the swarm).
+        let after = StdCommand::new("docker")
+            .args(["network", "ls", "--format", "{{.Name}}"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for name in after.lines() {
+            if name == "docker_gwbridge" && !self.networks_before.contains(name) {
+                let _ = StdCommand::new("docker").args(["network", "rm", name]).output();
+            }
+        }
+    }
+}
+
+async fn networks() -> BTreeSet<String> {
+    let out = run("docker", &["network", "ls", "--format", "{{.Name}}"], &[]).await;
+    out.lines().map(str::to_owned).collect()
+}
+
+/// `examples/swarm/stack.yml` deployed as `name`; removed on drop, waiting
+/// until its network is gone.
+struct Stack {
+    name: String,
+}
+
+impl Stack {
+    async fn deploy(name: &str, version: &str) -> Stack {
+        let stack = Stack { name: name.to_owned() };
+        stack.update(version).await;
+        stack
+    }
+
+    /// `docker stack deploy` again with another APP_VERSION: a rolling update.
+    async fn update(&self, version: &str) {
+        let file = repo_root().join("examples/swarm/stack.yml");
+        #[rustfmt::skip]
+        run("docker", &[
+            "stack", "deploy", "--resolve-image", "never", "-c", &file.to_string_lossy(), &self.name,
+        ], &[("APP_VERSION", version.to_owned())]).await;
+    }
+
+    fn service(&self, name: &str) -> String {
+        format!("{}_{name}", self.name)
+    }
+
+    /// Bodies (container hostnames) of the service's running tasks.
+    async fn running(&self, service: &str) -> Vec<String> {
+        let service = self.service(service);
+        #[rustfmt::skip]
+        let tasks = run("docker", &[
+            "service", "ps", "-q", "--filter", "desired-state=running", &service,
+        ], &[]).await;
+        let mut bodies = Vec::new();
+        for task in tasks.lines() {
+            let format = "{{.Status.State}} {{.Status.ContainerStatus.ContainerID}}";
+            let status = run("docker", &["inspect", "-f", format, task], &[]).await;
+            if let Some(id) = status.strip_prefix("running ") {
+                bodies.push(body_of(id));
+            }
+        }
+        bodies.sort();
+        bodies
+    }
+
+    async fn update_state(&self, service: &str) -> String {
+        let format = "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}";
+        run(
+            "docker",
+            &["service", "inspect", "-f", format, &self.service(service)],
+            &[],
+        )
+        .await
+    }
+}
+
+impl Drop for Stack {
+    /// `docker stack rm` returns at once; the tasks' containers go after it.
+    /// Leaving the swarm before they are gone would leave them behind.
+    fn drop(&mut self) {
+        let docker = |args: &[&str]| {
+            StdCommand::new("docker")
+                .args(args)
+                .output()
+                .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stdout).trim().to_owned()))
+                .unwrap_or((false, String::new()))
+        };
+        docker(&["stack", "rm", &self.name]);
+        let network = format!("{}_web", self.name);
+        let label = format!("label=com.docker.stack.namespace={}", self.name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (network_left, _) = docker(&["network", "inspect", &network]);
+            let (_, containers) = docker(&["ps", "-aq", "--filter", &label]);
+            if !network_left && containers.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "cleanup: stack {} not gone 30s after docker stack rm; removing its containers",
+                    self.name
+                );
+                for id in containers.lines() {
+                    docker(&["rm", "-f", "-v", id]);
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swarm_example_rolling_update_loses_no_request() {
+    ensure_example_images();
+    let Some(_swarm) = Swarm::join().await else {
+        return;
+    };
+    let name = format!("{}s", unique_prefix());
+    let port = free_port();
+    let stack = Stack::deploy(&name, "1").await;
+    let sidecar = Compose::new(
+        &format!("{name}-lb"),
+        "examples/swarm/teal.yml",
+        vec![("TEAL_STACK", name.clone()), ("TEAL_HTTP_PORT", port.to_string())],
+    );
+    sidecar.run(&["up", "-d"]).await;
+
+    let v1 = wait_for(CONVERGE, "two website tasks run", || async {
+        let bodies = stack.running("website").await;
+        (bodies.len() == 2).then_some(bodies)
+    })
+    .await;
+    let both_served = tokio::time::timeout(CONVERGE, async {
+        loop {
+            let mut seen = BTreeSet::new();
+            for _ in 0..10 {
+                seen.insert(served(port, "/").await);
+            }
+            if seen == v1.iter().cloned().collect() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    if both_served.is_err() {
+        panic!(
+            "the two tasks {v1:?} were not both served; teal:\n{}",
+            sidecar.logs("teal").await
+        );
+    }
+    let first = visits(port).await;
+    assert_eq!(visits(port).await, first + 1, "tasks share the stack's Redis");
+
+    let load = Load::start(([127, 0, 0, 1], port).into(), CLIENTS);
+    wait_until(CONVERGE, "load is flowing", || async { load.requests() >= 100 }).await;
+    let update_started = Instant::now();
+    stack.update("2").await;
+    wait_until(Duration::from_secs(90), "swarm's rolling update completes", || async {
+        stack.update_state("website").await == "completed"
+    })
+    .await;
+    let v2 = stack.running("website").await;
+    let update_took = update_started.elapsed();
+    assert_eq!(v2.len(), 2, "two tasks after the update: {v2:?}");
+    assert!(
+        v2.iter().all(|b| !v1.contains(b)),
+        "every task was replaced: {v1:?} -> {v2:?}"
+    );
+    for body in &v2 {
+        wait_for(CONVERGE, "each new task is served", || async { load.first_seen(body) }).await;
+    }
+    // Load duration, not synchronisation: keep the clients going after the update.
+    tokio::time::sleep(AFTER_UPDATE).await;
+    let stats = load.stop().await;
+    eprintln!("swarm rolling update (start-first) took {} ms", update_took.as_millis());
+    report("swarm rolling update", &stats);
+    if stats.failures > 0 {
+        eprintln!("teal:\n{}", sidecar.logs("teal").await);
+    }
+    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
+    for body in &v1 {
+        assert!(
+            stats.seen.contains_key(body),
+            "old task {body} served during the update"
+        );
+    }
+    wait_until(CONVERGE, "only the new tasks answer", || async {
+        for _ in 0..10 {
+            if !v2.contains(&served(port, "/").await) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}

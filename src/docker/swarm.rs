@@ -1,0 +1,455 @@
+//! Swarm services, discovered on a manager.
+//!
+//! A service's labels (`deploy.labels` in a stack file) play the part a
+//! container's labels play; each of its running tasks is a server, reached
+//! at the task's address on the network it shares with teal (an overlay:
+//! teal's HAProxy must run in a container attached to it, see the model).
+//!
+//! Docker 20.10 (API 1.41) has events for services but none for tasks, and a
+//! manager sees containers of its own node only. So each session lists
+//! services and tasks, then re-lists them:
+//!
+//! | trigger                                       | why                                   |
+//! |-----------------------------------------------|---------------------------------------|
+//! | service `create`, `update`, `remove`          | spec changed, an update began or ended |
+//! | a task container's `start`, `die`, `health_status`, ... (this node) | task state follows soon |
+//! | a timer: 500 ms while a task is starting or being stopped, else 5 s | tasks on other nodes |
+//!
+//! A task container's `kill` with a stop signal drains it at once, as for a
+//! plain container; so does a task Swarm wants shut down (`DesiredState`
+//! no longer `running`), which covers tasks on other nodes. A task is routed
+//! only once its container is healthy: this node's healthcheck result when
+//! the task runs here, else the task state (`starting` until the first
+//! passing check).
+//!
+//! Each listing is sent whole as [`ContainerUpdate::SwarmResync`], which
+//! replaces only what the Swarm side reported before.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::models::{EventMessage, EventMessageTypeEnum, LocalNodeState};
+use bollard::query_parameters::EventsOptions;
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::swarm_api::{self, filters_query, ApiError, LocalContainer, Service, Task};
+use super::{connect, convert, unix_now, DockerError, Report, STOP_SIGNALS};
+use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
+use crate::settings::SwarmMode;
+
+/// Re-list this often while some task is starting or being stopped...
+const FAST: Duration = Duration::from_millis(500);
+/// ...and this often otherwise (tasks on other nodes send no events here).
+const SLOW: Duration = Duration::from_secs(5);
+/// Events come in bursts (a task's container: create, start, health...).
+const COALESCE: Duration = Duration::from_millis(20);
+/// How often `auto` looks again whether the daemon became a manager.
+const MANAGER_RECHECK: Duration = Duration::from_secs(30);
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Label Swarm puts on every task's container.
+const TASK_SERVICE_LABEL: &str = "com.docker.swarm.service.id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("the daemon is not a swarm manager")]
+    NotManager,
+}
+
+impl From<bollard::errors::Error> for SwarmError {
+    fn from(error: bollard::errors::Error) -> Self {
+        SwarmError::Docker(error.into())
+    }
+}
+
+/// One listing: the tasks as containers, the ones Swarm is stopping, and
+/// whether anything is on its way somewhere (then look again soon).
+pub struct Listing {
+    pub facts: Vec<ContainerFacts>,
+    pub stopping: Vec<ContainerId>,
+    pub in_flux: bool,
+}
+
+/// Follows the Swarm side of one daemon until shutdown.
+pub struct SwarmWatcher {
+    pub host: Option<String>,
+    pub label_prefix: String,
+    pub mode: SwarmMode,
+    pub reports: mpsc::Sender<Report>,
+}
+
+impl SwarmWatcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.mode == SwarmMode::Off {
+            return;
+        }
+        let mut backoff = BACKOFF_FIRST;
+        let mut was_manager = None;
+        loop {
+            let mut listed = false;
+            let ended = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ended = self.session(&mut listed) => ended,
+            };
+            let wait = match ended {
+                SwarmError::NotManager => {
+                    if was_manager != Some(false) {
+                        if self.mode == SwarmMode::On {
+                            tracing::warn!(
+                                "--swarm is on but the daemon is not a swarm manager; checking again every 30s"
+                            );
+                        } else {
+                            tracing::info!(
+                                "the daemon is not a swarm manager: no swarm services (checking again every 30s)"
+                            );
+                        }
+                        // Tasks of a swarm this node left are gone with it.
+                        let _ = self
+                            .reports
+                            .send(Report::Update(ContainerUpdate::SwarmResync(Vec::new())))
+                            .await;
+                    }
+                    was_manager = Some(false);
+                    backoff = BACKOFF_FIRST;
+                    MANAGER_RECHECK
+                }
+                error => {
+                    if listed {
+                        was_manager = Some(true);
+                        backoff = BACKOFF_FIRST;
+                    }
+                    // Keep what was listed: a broken connection is no news about the tasks.
+                    tracing::warn!(%error, retry_in = ?backoff, "swarm session ended; reconnecting");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Returns only with the reason the session ended.
+    async fn session(&self, listed: &mut bool) -> SwarmError {
+        match self.session_inner(listed).await {
+            Ok(never) => match never {},
+            Err(error) => error,
+        }
+    }
+
+    async fn session_inner(&self, listed: &mut bool) -> Result<std::convert::Infallible, SwarmError> {
+        let docker = connect(self.host.as_deref()).await?;
+        let mut lister = Lister::new(docker.clone(), self.host.as_deref(), &self.label_prefix).await?;
+        let since = unix_now();
+        let mut listing = lister.list().await?;
+        tracing::info!(
+            tasks = listing.facts.len(),
+            node = %lister.node_id,
+            "swarm manager: following services labelled {}.service",
+            self.label_prefix
+        );
+        *listed = true;
+        self.send(&mut listing).await;
+
+        let options = EventsOptions {
+            since: Some(since),
+            until: None,
+            filters: Some(HashMap::from([(
+                "type".to_owned(),
+                vec!["service".to_owned(), "container".to_owned()],
+            )])),
+        };
+        let mut events = docker.events(Some(options));
+        let mut next = Instant::now() + pace(&listing);
+        loop {
+            tokio::select! {
+                event = events.next() => {
+                    let event = event.ok_or(DockerError::StreamEnded)??;
+                    match classify(&event) {
+                        Trigger::Drain(id) => {
+                            let _ = self.reports.send(Report::Update(ContainerUpdate::Drain(id))).await;
+                            next = next.min(Instant::now() + COALESCE);
+                        }
+                        Trigger::Relist => next = next.min(Instant::now() + COALESCE),
+                        Trigger::Nothing => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(next) => {
+                    let mut listing = lister.list().await?;
+                    self.send(&mut listing).await;
+                    next = Instant::now() + pace(&listing);
+                }
+            }
+        }
+    }
+
+    async fn send(&self, listing: &mut Listing) {
+        let facts = std::mem::take(&mut listing.facts);
+        // The receiver only goes away at shutdown, which ends us first.
+        let _ = self
+            .reports
+            .send(Report::Update(ContainerUpdate::SwarmResync(facts)))
+            .await;
+        for id in listing.stopping.drain(..) {
+            let _ = self.reports.send(Report::Update(ContainerUpdate::Drain(id))).await;
+        }
+    }
+}
+
+fn pace(listing: &Listing) -> Duration {
+    if listing.in_flux {
+        FAST
+    } else {
+        SLOW
+    }
+}
+
+enum Trigger {
+    Drain(ContainerId),
+    Relist,
+    Nothing,
+}
+
+fn classify(event: &EventMessage) -> Trigger {
+    let attributes = event.actor.as_ref().and_then(|a| a.attributes.as_ref());
+    let action = event.action.as_deref().unwrap_or_default();
+    match event.typ {
+        Some(EventMessageTypeEnum::SERVICE) => Trigger::Relist,
+        Some(EventMessageTypeEnum::CONTAINER) if attributes.is_some_and(|a| a.contains_key(TASK_SERVICE_LABEL)) => {
+            let id = event.actor.as_ref().and_then(|a| a.id.clone());
+            match action.split(':').next().unwrap_or_default() {
+                "kill" => match (id, attributes.and_then(|a| a.get("signal"))) {
+                    (Some(id), Some(signal)) if STOP_SIGNALS.contains(&signal.as_str()) => {
+                        Trigger::Drain(ContainerId(id))
+                    }
+                    _ => Trigger::Nothing,
+                },
+                // Healthchecks run on every interval; only their results matter.
+                action if action.starts_with("exec_") => Trigger::Nothing,
+                _ => Trigger::Relist,
+            }
+        }
+        _ => Trigger::Nothing,
+    }
+}
+
+/// Lists once, for `teal render` and `check`: `None` when swarm discovery
+/// is off, or `auto` and the daemon is no manager.
+pub async fn list_once(
+    docker: &Docker,
+    host: Option<&str>,
+    label_prefix: &str,
+    mode: SwarmMode,
+) -> Result<Option<Vec<ContainerFacts>>, SwarmError> {
+    if mode == SwarmMode::Off {
+        return Ok(None);
+    }
+    match Lister::new(docker.clone(), host, label_prefix).await {
+        Ok(mut lister) => Ok(Some(lister.list().await?.facts)),
+        Err(SwarmError::NotManager) if mode == SwarmMode::Auto => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Reads services, tasks and this node's task containers into a [`Listing`].
+struct Lister {
+    docker: Docker,
+    host: String,
+    version: String,
+    label_prefix: String,
+    node_id: String,
+    /// Image -> its exposed TCP ports, for tasks on other nodes.
+    image_ports: HashMap<String, Vec<u16>>,
+}
+
+impl Lister {
+    /// Fails with `NotManager` unless the daemon is an active manager.
+    async fn new(docker: Docker, host: Option<&str>, label_prefix: &str) -> Result<Self, SwarmError> {
+        let swarm = docker.info().await?.swarm.unwrap_or_default();
+        let manager = swarm.local_node_state == Some(LocalNodeState::ACTIVE) && swarm.control_available == Some(true);
+        if !manager {
+            return Err(SwarmError::NotManager);
+        }
+        let version = docker.client_version();
+        Ok(Self {
+            host: resolve_host(host),
+            version: format!("{}.{}", version.major_version, version.minor_version),
+            label_prefix: label_prefix.to_owned(),
+            node_id: swarm.node_id.unwrap_or_default(),
+            image_ports: HashMap::new(),
+            docker,
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, SwarmError> {
+        swarm_api::get(&self.host, &self.version, path).await.map_err(|error| {
+            if error.not_a_manager() {
+                SwarmError::NotManager
+            } else {
+                error.into()
+            }
+        })
+    }
+
+    async fn list(&mut self) -> Result<Listing, SwarmError> {
+        let label = format!("{}.service", self.label_prefix);
+        let services: Vec<Service> = self
+            .get(&format!(
+                "/services{}",
+                filters_query(&HashMap::from([("label", vec![label])]))
+            ))
+            .await?;
+        let mut listing = Listing {
+            facts: Vec::new(),
+            stopping: Vec::new(),
+            in_flux: services.iter().any(|s| {
+                s.update_status
+                    .as_ref()
+                    .is_some_and(|u| matches!(u.state.as_str(), "updating" | "rollback_started"))
+            }),
+        };
+        if services.is_empty() {
+            return Ok(listing);
+        }
+        let ids: Vec<String> = services.iter().map(|s| s.id.clone()).collect();
+        let tasks: Vec<Task> = self
+            .get(&format!("/tasks{}", filters_query(&HashMap::from([("service", ids)]))))
+            .await?;
+        let by_id: HashMap<&str, &Service> = services.iter().map(|s| (s.id.as_str(), s)).collect();
+        for task in &tasks {
+            listing.in_flux |= task.in_flux();
+            let (Some(service), Some(container_id)) = (by_id.get(task.service_id.as_str()), task.container_id()) else {
+                continue;
+            };
+            if !task.container_runs() {
+                continue;
+            }
+            let local = if task.node_id == self.node_id {
+                match self.local_container(container_id).await? {
+                    Some(local) => Some(local),
+                    // Its container has already exited: the task state lags behind.
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            let image_ports = match local {
+                Some(_) => Vec::new(),
+                None => self.image_ports(&service.spec.task_template.container_spec.image).await,
+            };
+            if let Some(facts) = swarm_api::task_facts(service, task, local.as_ref(), &image_ports) {
+                if task.stopping() {
+                    listing.stopping.push(facts.id.clone());
+                }
+                listing.facts.push(facts);
+            }
+        }
+        Ok(listing)
+    }
+
+    /// This node's view of a task's container; `None` when it does not run.
+    async fn local_container(&self, id: &str) -> Result<Option<LocalContainer>, SwarmError> {
+        let inspect = match self.docker.inspect_container(id, None).await {
+            Ok(inspect) => inspect,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(convert::container_facts(inspect, |_| true)
+            .filter(|facts| facts.running)
+            .map(|facts| LocalContainer {
+                health: facts.health,
+                paused: facts.paused,
+                exposed_tcp_ports: facts.exposed_tcp_ports,
+            }))
+    }
+
+    /// The image's exposed TCP ports, if this daemon has the image.
+    async fn image_ports(&mut self, image: &str) -> Vec<u16> {
+        if let Some(ports) = self.image_ports.get(image) {
+            return ports.clone();
+        }
+        let ports = match self.docker.inspect_image(image).await {
+            Ok(inspect) => {
+                let mut ports: Vec<u16> = inspect
+                    .config
+                    .and_then(|c| c.exposed_ports)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|spec| spec.strip_suffix("/tcp")?.parse().ok())
+                    .collect();
+                ports.sort_unstable();
+                ports
+            }
+            Err(_) => Vec::new(),
+        };
+        self.image_ports.insert(image.to_owned(), ports.clone());
+        ports
+    }
+}
+
+/// The daemon address, as `connect` picks it.
+fn resolve_host(host: Option<&str>) -> String {
+    host.map(str::to_owned)
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EventActor;
+
+    fn event(typ: EventMessageTypeEnum, action: &str, attributes: &[(&str, &str)]) -> EventMessage {
+        EventMessage {
+            typ: Some(typ),
+            action: Some(action.to_owned()),
+            actor: Some(EventActor {
+                id: Some("c1".into()),
+                attributes: Some(attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn events_that_matter() {
+        use EventMessageTypeEnum::{CONTAINER, SERVICE};
+        let task = (TASK_SERVICE_LABEL, "svc1");
+        assert!(matches!(classify(&event(SERVICE, "update", &[])), Trigger::Relist));
+        assert!(matches!(
+            classify(&event(CONTAINER, "kill", &[task, ("signal", "15")])),
+            Trigger::Drain(id) if id.0 == "c1"
+        ));
+        assert!(matches!(
+            classify(&event(CONTAINER, "kill", &[task, ("signal", "1")])),
+            Trigger::Nothing
+        ));
+        assert!(matches!(
+            classify(&event(CONTAINER, "health_status: healthy", &[task])),
+            Trigger::Relist
+        ));
+        assert!(matches!(
+            classify(&event(CONTAINER, "exec_start: sh -c true", &[task])),
+            Trigger::Nothing
+        ));
+        // A plain container is the other watcher's business.
+        assert!(matches!(classify(&event(CONTAINER, "die", &[])), Trigger::Nothing));
+    }
+
+    #[test]
+    fn host_defaults_like_connect() {
+        assert_eq!(resolve_host(Some("tcp://127.0.0.1:2375")), "tcp://127.0.0.1:2375");
+    }
+}
