@@ -19,8 +19,10 @@ mod teal;
 mod util;
 
 mod discovery;
+mod examples;
 mod health;
 mod labels;
 mod reconnect;
 mod rollout;
+mod swarm;
 mod template;
