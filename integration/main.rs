@@ -24,5 +24,8 @@ mod health;
 mod labels;
 mod reconnect;
 mod rollout;
+mod rollout_cmd;
+mod status;
 mod swarm;
+mod switch;
 mod template;

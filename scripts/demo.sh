@@ -146,31 +146,36 @@ say "load: wrk -t2 -c16 -d${LOAD_SECONDS}s -H 'Connection: close' --latency $URL
 wrk -t2 -c16 -d"${LOAD_SECONDS}s" -H 'Connection: close' --latency "$URL" >"$TMP/wrk.txt" 2>&1 &
 WRK_PID=$!
 load_started=$SECONDS
+t() { printf '[t+%ss]' "$((SECONDS - load_started))"; }
 sleep "$ROLL_AFTER"
 
-say "rollout: docker-compose -p $PROJECT up -d --scale website=2 --no-recreate"
+say "$(t) rollout: docker-compose -p $PROJECT up -d --scale website=2 --no-recreate"
 compose up -d --scale website=2 --no-recreate || die "scaling website to 2 failed"
 NEW_ID="$(compose ps -q website | grep -vx "$OLD_ID" || true)"
 [ "$(printf '%s\n' "$NEW_ID" | grep -c .)" = 1 ] || die "expected one new website container, got: $NEW_ID"
 NEW_NAME="$(docker inspect -f '{{.Name}}' "$NEW_ID")"; NEW_NAME="${NEW_NAME#/}"
 NEW_HOST="$(docker inspect -f '{{.Config.Hostname}}' "$NEW_ID")"
 
-say "waiting until $NEW_NAME (hostname $NEW_HOST) answers through HAProxy (deadline 30s)"
+say "$(t) waiting until $NEW_NAME (hostname $NEW_HOST) answers through HAProxy (deadline 30s)"
 t0=$SECONDS
 deadline=$((SECONDS + 30))
 until [ "$(http "$URL" | tr -d '\r\n' || true)" = "$NEW_HOST" ]; do
     [ "$SECONDS" -lt "$deadline" ] || die "$NEW_NAME never answered through HAProxy within 30s"
     sleep 0.2
 done
-say "$NEW_NAME is in rotation ($((SECONDS - t0))s after scaling)"
+say "$(t) $NEW_NAME is in rotation ($((SECONDS - t0))s after docker-compose returned)"
 
-say "docker stop $OLD_NAME (teal drains it on the kill event)"
+if ! kill -0 "$WRK_PID" 2>/dev/null; then
+    warn "the load ended before the old container was stopped (slow machine?): the stop is not measured under load"
+fi
+say "$(t) docker stop $OLD_NAME (teal drains it on the kill event)"
 t0=$SECONDS
 docker stop "$OLD_ID" >/dev/null || die "docker stop $OLD_NAME failed"
-say "docker rm $OLD_NAME (stopped in $((SECONDS - t0))s)"
+say "$(t) docker rm $OLD_NAME (it stopped in $((SECONDS - t0))s)"
 docker rm "$OLD_ID" >/dev/null || die "docker rm $OLD_NAME failed"
 
-say "waiting for wrk to finish (~$((LOAD_SECONDS - (SECONDS - load_started)))s left)"
+left=$((LOAD_SECONDS - (SECONDS - load_started)))
+say "$(t) waiting for wrk to finish (~$((left > 0 ? left : 0))s left)"
 wrk_rc=0
 wait "$WRK_PID" || wrk_rc=$?
 WRK_PID=""

@@ -25,7 +25,7 @@ step "checking the Docker daemon"
 ensure_docker
 
 step "cargo fmt --check"
-cargo fmt --check || die "code is not formatted: run 'cargo fmt'"
+cargo fmt --check -- --color never || die "code is not formatted: run 'cargo fmt'"
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings || die "clippy found problems (see above)"

@@ -50,7 +50,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         mode: settings.swarm,
         reports: reports_tx,
     };
-    let (snapshots_tx, snapshots_rx) = watch::channel(None);
+    let (snapshots_tx, model_snapshots) = watch::channel(None);
+    // Blue/green: render, apply and status read the snapshot with slots routed.
+    let snapshots_rx = crate::slots::route_snapshots(&settings.state_dir, model_snapshots)?;
     let (docker_tx, docker_rx) = watch::channel(DockerStatus::default());
     let (apply_tx, apply_rx) = watch::channel(None);
     let sources = StatusSources {
@@ -95,6 +97,7 @@ async fn scope(settings: &Settings) -> anyhow::Result<Scope> {
         label_prefix: settings.label_prefix.clone(),
         project: settings.project.clone(),
         own_networks: None,
+        frontend_ports: settings.frontend_ports(),
     };
     if let Some(id) = docker::own_container_id() {
         let docker = docker::connect(settings.docker_host.as_deref()).await?;
@@ -201,7 +204,12 @@ async fn render_and_apply(
     outputs: ApplyOutputs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let context_settings = ContextSettings::new(settings);
+    let mut context_settings = ContextSettings::new(settings)?;
+    let (certs_tx, mut cert_changes) = mpsc::channel(1);
+    let _certs_watch = match &settings.certs {
+        Some(dir) => Some(crate::tls::watch(dir, certs_tx)?),
+        None => None,
+    };
     let (template_tx, mut template_edits) = mpsc::channel(1);
     let _template_watch = match &settings.template {
         Some(path) => Some(watch_template(path, template_tx)?),
@@ -222,12 +230,24 @@ async fn render_and_apply(
                     continue;
                 }
             },
+            Some(()) = cert_changes.recv() => {}
         }
         let changed_at = Instant::now();
         // Coalesce a burst: wait out the debounce, then take the newest snapshot.
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(settings.debounce) => {}
+        }
+        if settings.certs.is_some() {
+            // Read after the debounce, so a certificate being written is whole.
+            match ContextSettings::new(settings) {
+                Ok(next) if next.tls != context_settings.tls => {
+                    tracing::info!("certificates changed; re-rendering");
+                    context_settings = next;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "certificates not re-read; the last good ones stay"),
+            }
         }
         let Some(snapshot) = snapshots.borrow_and_update().clone() else {
             continue;
@@ -246,8 +266,16 @@ async fn render_and_apply(
             .metrics
             .render_duration
             .observe(render_started.elapsed().as_secs_f64());
+        // The runtime API can only carry server changes: it may be used when
+        // the last applied snapshot, rendered now, still gives the last
+        // applied text (same template, settings and certificates).
+        let only_servers_changed = applier.applied().is_some_and(|(before, text)| {
+            renderer
+                .render(&Context::new(&context_settings, before))
+                .is_ok_and(|t| t == text)
+        });
         let apply_started = Instant::now();
-        let result = applier.apply(&snapshot, text).await;
+        let result = applier.apply(&snapshot, text, only_servers_changed).await;
         outputs.observe(&result, apply_started, changed_at);
     }
     applier.stop().await;
@@ -336,13 +364,17 @@ async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
     if let Some(tasks) = docker::swarm::list_once(&docker, host, &settings.label_prefix, settings.swarm).await? {
         inventory.apply(ContainerUpdate::SwarmResync(tasks));
     }
-    Ok(inventory.snapshot(&scope(settings).await?))
+    let live_slots = crate::slots::LiveSlots::load(&settings.state_dir)?;
+    Ok(crate::slots::route(
+        inventory.snapshot(&scope(settings).await?),
+        &live_slots,
+    ))
 }
 
 /// `teal render`: print the config (or with `context`, the template context).
 pub async fn render(settings: Settings, context: bool) -> anyhow::Result<()> {
     let snapshot = discover(&settings).await?;
-    let context_settings = ContextSettings::new(&settings);
+    let context_settings = ContextSettings::new(&settings)?;
     let template_context = Context::new(&context_settings, &snapshot);
     if context {
         println!("{}", serde_json::to_string_pretty(&template_context)?);
@@ -358,7 +390,7 @@ pub async fn render(settings: Settings, context: bool) -> anyhow::Result<()> {
 /// `teal check`: render and validate with `haproxy -c`.
 pub async fn check(settings: Settings) -> anyhow::Result<()> {
     let snapshot = discover(&settings).await?;
-    let context_settings = ContextSettings::new(&settings);
+    let context_settings = ContextSettings::new(&settings)?;
     let text = Renderer::load(settings.template.as_deref())?.render(&Context::new(&context_settings, &snapshot))?;
     let dir = tempfile_dir()?;
     let path = dir.join("haproxy.cfg");

@@ -38,6 +38,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace a service's containers with new ones (same config, new image), rolling back if they do not come up.
+    Rollout(crate::rollout::RolloutArgs),
+    /// Blue/green: swap the slots of a service between the live frontend and the preview listener.
+    Switch(crate::switch::SwitchArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

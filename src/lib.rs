@@ -23,6 +23,12 @@
 //! - [`apply`]: atomic write, `haproxy -c`, runtime API, reloads, and the
 //!   supervised HAProxy master.
 //! - [`status`]: `/healthz`, `/status`, `/metrics` and `teal status`.
+//! - [`slots`]: blue/green, the live slot of each service (`slots.json`),
+//!   routed onto the snapshot between the model and render/apply/status.
+//! - [`rollout`], [`switch`]: `teal rollout` and `teal switch`, clients of
+//!   Docker and of a running daemon's `/status`.
+//! - [`tls`]: the `--certs` directory: files and digests for the template
+//!   context, and a watch that re-renders when a certificate changes.
 //! - [`app`]: wires the tasks together for `teal run`, `render` and `check`.
 
 pub mod app;
@@ -31,5 +37,9 @@ pub mod cli;
 pub mod docker;
 pub mod model;
 pub mod render;
+pub mod rollout;
 pub mod settings;
+pub mod slots;
 pub mod status;
+pub mod switch;
+pub mod tls;

@@ -15,6 +15,8 @@ async fn main() -> std::process::ExitCode {
         Command::Render { context } => teal::app::render(settings, context).await,
         Command::Check => teal::app::check(settings).await,
         Command::Status { json } => teal::app::status(settings, json).await,
+        Command::Rollout(args) => teal::rollout::run(settings, args).await,
+        Command::Switch(args) => teal::switch::run(settings, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -146,10 +146,23 @@ pub struct Settings {
     #[arg(long, global = true, env = "TEAL_HTTP_BIND", default_value = ":80")]
     pub http_bind: BindAddr,
 
+    /// Blue/green: address of the preview listener, which serves the slot that is not live [default: none].
+    #[arg(long, global = true, env = "TEAL_PREVIEW_BIND")]
+    pub preview_bind: Option<BindAddr>,
+
     /// Swarm services (labels from `deploy.labels`) as well as containers: auto (when the daemon is a swarm
     /// manager, re-checked every 30s), on (`--swarm` alone; warn while it is no manager) or off.
     #[arg(long, global = true, env = "TEAL_SWARM", value_enum, default_value = "auto", num_args = 0..=1, default_missing_value = "on")]
     pub swarm: SwarmMode,
+
+    /// TLS: a directory of PEM files (certificate + key each), served by SNI on --https-bind and watched:
+    /// adding or replacing a file reloads HAProxy [default: no TLS].
+    #[arg(long, global = true, env = "TEAL_CERTS", value_parser = parse_certs_dir)]
+    pub certs: Option<PathBuf>,
+
+    /// Address of the HTTPS side of the shared frontend; used only with --certs.
+    #[arg(long, global = true, env = "TEAL_HTTPS_BIND", default_value = ":443")]
+    pub https_bind: BindAddr,
 
     /// Address of teal's status endpoint.
     #[arg(long, global = true, env = "TEAL_STATUS_BIND", default_value = "127.0.0.1:9180")]
@@ -161,6 +174,16 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Ports HAProxy or teal already listen on, which no tcp service may take.
+    pub fn frontend_ports(&self) -> std::collections::BTreeSet<u16> {
+        let mut ports = std::collections::BTreeSet::from([self.http_bind.port, self.status_bind.port()]);
+        ports.extend(self.preview_bind.map(|b| b.port));
+        if self.certs.is_some() {
+            ports.insert(self.https_bind.port);
+        }
+        ports
+    }
+
     /// HAProxy's admin-level stats socket: the runtime API.
     pub fn admin_socket(&self) -> PathBuf {
         self.state_dir.join("haproxy.sock")
@@ -192,6 +215,21 @@ pub fn parse_label_prefix(s: &str) -> Result<String, String> {
     }
 }
 
+/// The certificate directory is written into haproxy.cfg (`crt DIR`):
+/// refuse what would need quoting there.
+pub fn parse_certs_dir(s: &str) -> Result<PathBuf, String> {
+    let ok = !s.is_empty()
+        && s.chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !"\"'#\\".contains(c));
+    if ok {
+        Ok(PathBuf::from(s))
+    } else {
+        Err(format!(
+            "{s:?}: the certificate directory's path may not hold spaces, quotes, '#' or '\\'"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +258,14 @@ mod tests {
         }
         for bad in ["80", "localhost:80", "1.2.3.4:x", "1.2.3.4:80\nbind :81"] {
             assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn certificate_directories() {
+        assert_eq!(parse_certs_dir("/etc/teal/certs"), Ok(PathBuf::from("/etc/teal/certs")));
+        for bad in ["", "/my certs", "/a\nbind :81", "/a#b", "/a\"b"] {
+            assert!(parse_certs_dir(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -58,11 +58,12 @@ fn main() {
         label_prefix: "teal".into(),
         project: None,
         own_networks: None,
+        frontend_ports: settings.frontend_ports(),
     };
     let mut inventory = Inventory::default();
     inventory.apply(ContainerUpdate::Resync((0..SERVERS).map(container).collect()));
     let renderer = Renderer::new(DEFAULT_TEMPLATE).expect("default template");
-    let context_settings = ContextSettings::new(&settings);
+    let context_settings = ContextSettings::new(&settings).expect("context settings");
 
     let mut snapshot_times = Vec::new();
     let mut render_times = Vec::new();

@@ -82,14 +82,30 @@ impl Applier {
         }
     }
 
-    pub async fn apply(&mut self, snapshot: &Snapshot, text: String) -> Result<Outcome, ApplyError> {
+    /// The snapshot and text HAProxy runs now, if any was applied.
+    pub fn applied(&self) -> Option<(&Snapshot, &str)> {
+        self.applied.as_ref().map(|a| (&a.snapshot, a.text.as_str()))
+    }
+
+    /// Applies `text`, rendered from `snapshot`. `only_servers_changed`: the
+    /// caller checked that the template and settings are those of the last
+    /// apply, so the runtime API may carry the difference.
+    pub async fn apply(
+        &mut self,
+        snapshot: &Snapshot,
+        text: String,
+        only_servers_changed: bool,
+    ) -> Result<Outcome, ApplyError> {
         if self.applied.as_ref().is_some_and(|a| a.text == text) {
             return Ok(Outcome::Unchanged);
         }
         // Server changes go to the running HAProxy first: routing a new
         // container or draining a stopping one should not wait for a file.
         let runtime_steps = match &self.applied {
-            Some(applied) if self.haproxy_running() => runtime::plan(&applied.snapshot, snapshot),
+            // Anything else that changed (template, certificates) needs a reload.
+            Some(applied) if self.haproxy_running() && only_servers_changed => {
+                runtime::plan(&applied.snapshot, snapshot)
+            }
             _ => None,
         };
         if let Some(steps) = runtime_steps {
@@ -221,7 +237,6 @@ fn write_error(path: &Path, source: std::io::Error) -> ApplyError {
 pub async fn validate(haproxy: &Path, config: &Path) -> Result<(), ApplyError> {
     let output = tokio::process::Command::new(haproxy)
         .arg("-c")
-        .arg("-q")
         .arg("-f")
         .arg(config)
         .output()
@@ -230,10 +245,14 @@ pub async fn validate(haproxy: &Path, config: &Path) -> Result<(), ApplyError> {
     if output.status.success() {
         Ok(())
     } else {
-        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        if message.is_empty() {
-            message = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        }
+        // HAProxy's [ALERT] lines say what is wrong; the rest is noise.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let alerts: Vec<&str> = stderr.lines().filter(|l| l.contains("[ALERT]")).collect();
+        let message = if alerts.is_empty() {
+            stderr.trim().to_owned()
+        } else {
+            alerts.join("\n")
+        };
         Err(ApplyError::Rejected(message))
     }
 }

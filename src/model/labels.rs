@@ -26,10 +26,16 @@ pub struct ServiceName(String);
 
 impl ServiceName {
     pub fn parse(value: &str) -> Result<Self, String> {
-        if is_name(value, 64) {
-            Ok(Self(value.to_owned()))
-        } else {
+        if !is_name(value, 64) {
             Err("must be 1-64 characters of a-z, A-Z, 0-9, '_', '.', '-', starting with a letter or digit".into())
+        } else if value.to_ascii_lowercase().starts_with(RESERVED_PREFIX) {
+            // The template's own frontends and backends (teal_http,
+            // teal_not_found...) would clash with a backend of that name.
+            Err(format!(
+                "names starting with {RESERVED_PREFIX:?} are reserved for teal's own sections"
+            ))
+        } else {
+            Ok(Self(value.to_owned()))
         }
     }
 
@@ -43,6 +49,9 @@ impl fmt::Display for ServiceName {
         f.write_str(&self.0)
     }
 }
+
+/// Section names of the shipped template start with this; services may not.
+pub const RESERVED_PREFIX: &str = "teal_";
 
 /// A DNS host name matched against the request's Host header (lower case).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -65,6 +74,10 @@ impl HostName {
             ));
         }
         Ok(Self(host))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -136,6 +149,9 @@ pub struct ServiceLabels {
     pub balance: Balance,
     pub maxconn: Option<u32>,
     pub slot: Option<Slot>,
+    /// Plain-HTTP requests for this service are redirected to HTTPS (only
+    /// when teal terminates TLS, `--certs`).
+    pub https_redirect: bool,
 }
 
 pub const DEFAULT_WEIGHT: u16 = 100;
@@ -179,6 +195,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> Result<Option<Se
         balance: reader.get("balance", parse_balance)?.unwrap_or(Balance::Roundrobin),
         maxconn: reader.get("maxconn", parse_maxconn)?,
         slot: reader.get("slot", parse_slot)?,
+        https_redirect: reader.get("https-redirect", parse_bool)?.unwrap_or(false),
     }))
 }
 
@@ -364,6 +381,7 @@ mod tests {
             ("teal.maxconn", "50"),
             ("teal.slot", "green"),
             ("teal.network", "front_net"),
+            ("teal.https-redirect", "true"),
         ]);
         let parsed = parse("teal", &l).unwrap().unwrap();
         let hosts: Vec<_> = parsed.hosts.iter().map(|h| h.0.as_str()).collect();
@@ -372,6 +390,7 @@ mod tests {
         assert_eq!(parsed.health.interval_ms, 2000);
         assert_eq!((parsed.weight, parsed.maxconn), (0, Some(50)));
         assert_eq!(parsed.slot, Some(Slot::Green));
+        assert!(parsed.https_redirect);
     }
 
     #[test]
@@ -392,11 +411,14 @@ mod tests {
             ("teal.health.interval", "5"),
             ("teal.slot", "red"),
             ("teal.enable", "maybe"),
+            ("teal.https-redirect", "sometimes"),
         ] {
             let err = parse("teal", &labels(&[("teal.service", "web"), (key, value)])).unwrap_err();
             assert_eq!(err.key, key, "{value:?}");
         }
         assert!(parse("teal", &labels(&[("teal.service", "we b")])).is_err());
+        assert!(parse("teal", &labels(&[("teal.service", "teal_not_found")])).is_err());
+        assert!(parse("teal", &labels(&[("teal.service", "TEAL_http")])).is_err());
     }
 
     #[test]

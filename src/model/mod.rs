@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-pub use snapshot::{Change, Excluded, Server, ServerState, Service, Snapshot};
+pub use snapshot::{Change, Excluded, Server, ServerState, Service, SlotRouting, Snapshot};
 
 /// A Docker container id (full, 64 hex digits).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -110,6 +110,9 @@ pub struct Scope {
     /// Networks teal's HAProxy is attached to, when teal runs in a container;
     /// `None` when it runs on the host.
     pub own_networks: Option<BTreeSet<String>>,
+    /// Ports of teal's own listeners (HTTP, HTTPS, preview, status): a tcp
+    /// service asking for one of them is left out.
+    pub frontend_ports: BTreeSet<u16>,
 }
 
 #[derive(Debug, Clone)]

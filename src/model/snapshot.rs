@@ -45,6 +45,10 @@ pub struct Service {
     pub listen: Option<u16>,
     pub balance: Balance,
     pub health: HealthCheck,
+    /// Plain-HTTP requests are redirected to HTTPS (when teal terminates TLS).
+    pub https_redirect: bool,
+    /// Empty when every container of the service is left out for a reason
+    /// other than its labels (no reachable address): HAProxy answers 503.
     pub servers: Vec<Server>,
     /// Blue/green routing, when the service's containers carry slot labels;
     /// set by `crate::slots::route`, `None` otherwise.
@@ -78,53 +82,124 @@ pub struct Snapshot {
 }
 
 pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bool)>, scope: &Scope) -> Snapshot {
-    let mut by_service: BTreeMap<ServiceName, Vec<(&ContainerFacts, ServiceLabels, Server)>> = BTreeMap::new();
+    // A member without a server is a container whose labels are fine but
+    // that HAProxy cannot reach: it keeps its service (and routes) alive, so
+    // requests get a 503 rather than another service's answer or a 404.
+    let mut by_service: BTreeMap<ServiceName, Vec<Member>> = BTreeMap::new();
     let mut excluded = Vec::new();
     for (facts, draining) in containers {
-        let exclude = |reason: String| Excluded {
-            container_id: facts.id.clone(),
-            container_name: facts.name.clone(),
-            reason,
-        };
         let parsed = match labels::parse(&scope.label_prefix, &facts.labels) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => continue,
             Err(error) => {
-                excluded.push(exclude(error.to_string()));
+                excluded.push(exclude(facts, error.to_string()));
                 continue;
             }
         };
-        match server(facts, &parsed, draining, scope) {
-            Ok(server) => by_service
-                .entry(parsed.service.clone())
-                .or_default()
-                .push((facts, parsed, server)),
-            Err(reason) => excluded.push(exclude(reason)),
-        }
+        let server = match server(facts, &parsed, draining, scope) {
+            Ok(server) => Some(server),
+            Err(reason) => {
+                excluded.push(exclude(facts, reason));
+                None
+            }
+        };
+        by_service.entry(parsed.service.clone()).or_default().push(Member {
+            facts,
+            labels: parsed,
+            server,
+        });
     }
 
     let mut services = Vec::new();
     for (name, mut members) in by_service {
         // Service-wide settings follow the newest container: during a rollout
         // the new version's labels are the ones being deployed.
-        members.sort_by(|a, b| b.0.created.cmp(&a.0.created));
-        let newest = &members[0].1;
-        let mut servers: Vec<Server> = members.iter().map(|(_, _, server)| server.clone()).collect();
+        members.sort_by(|a, b| b.facts.created.cmp(&a.facts.created));
+        let newest = &members[0].labels;
+        let mut servers: Vec<Server> = members.iter().filter_map(|m| m.server.clone()).collect();
         servers.sort_by(|a, b| a.name.cmp(&b.name));
-        services.push(Service {
-            name,
-            mode: newest.mode,
-            hosts: newest.hosts.clone(),
-            path: newest.path.clone(),
-            listen: newest.listen,
-            balance: newest.balance,
-            health: newest.health.clone(),
-            servers,
-            slots: None,
-        });
+        services.push((
+            Service {
+                name,
+                mode: newest.mode,
+                hosts: newest.hosts.clone(),
+                path: newest.path.clone(),
+                listen: newest.listen,
+                balance: newest.balance,
+                health: newest.health.clone(),
+                https_redirect: newest.https_redirect,
+                servers,
+                slots: None,
+            },
+            members,
+        ));
     }
+    let services = assign_listen_ports(services, scope, &mut excluded);
     excluded.sort_by(|a, b| a.container_name.cmp(&b.container_name));
     Snapshot { services, excluded }
+}
+
+struct Member<'a> {
+    facts: &'a ContainerFacts,
+    labels: ServiceLabels,
+    server: Option<Server>,
+}
+
+fn exclude(facts: &ContainerFacts, reason: String) -> Excluded {
+    Excluded {
+        container_id: facts.id.clone(),
+        container_name: facts.name.clone(),
+        reason,
+    }
+}
+
+/// A tcp service binds its own port. Two services cannot share one, nor take
+/// a port teal's own listeners use: HAProxy would refuse the config (or, with
+/// SO_REUSEPORT, split connections between them). The service that had the
+/// port first (oldest container) keeps it; the others are left out whole.
+fn assign_listen_ports(
+    services: Vec<(Service, Vec<Member>)>,
+    scope: &Scope,
+    excluded: &mut Vec<Excluded>,
+) -> Vec<Service> {
+    let oldest = |members: &[Member]| members.iter().map(|m| m.facts.created.clone()).min();
+    let mut owners: BTreeMap<u16, (Option<String>, ServiceName)> = BTreeMap::new();
+    for (service, members) in &services {
+        if let (Mode::Tcp, Some(port)) = (service.mode, service.listen) {
+            if scope.frontend_ports.contains(&port) {
+                continue;
+            }
+            let claim = (oldest(members), service.name.clone());
+            let owner = owners.entry(port).or_insert_with(|| claim.clone());
+            if claim < *owner {
+                *owner = claim;
+            }
+        }
+    }
+    let prefix = &scope.label_prefix;
+    let mut kept = Vec::new();
+    for (service, members) in services {
+        let refused = match (service.mode, service.listen) {
+            (Mode::Tcp, Some(port)) if scope.frontend_ports.contains(&port) => Some(format!(
+                "{prefix}.listen={port} is a port of teal's own listeners (--http-bind, --https-bind, --preview-bind, --status-bind)"
+            )),
+            (Mode::Tcp, Some(port)) => owners
+                .get(&port)
+                .filter(|(_, owner)| *owner != service.name)
+                .map(|(_, owner)| format!("{prefix}.listen={port} is already taken by tcp service {owner}")),
+            _ => None,
+        };
+        match refused {
+            None => kept.push(service),
+            Some(reason) => excluded.extend(
+                members
+                    .iter()
+                    .filter(|m| m.server.is_some())
+                    .map(|m| exclude(m.facts, reason.clone())),
+            ),
+        }
+    }
+    kept
 }
 
 fn server(facts: &ContainerFacts, parsed: &ServiceLabels, draining: bool, scope: &Scope) -> Result<Server, String> {

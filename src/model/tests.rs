@@ -29,6 +29,7 @@ pub(crate) fn scope() -> Scope {
         label_prefix: "teal".into(),
         project: None,
         own_networks: None,
+        frontend_ports: BTreeSet::from([80]),
     }
 }
 
@@ -150,7 +151,8 @@ fn unreachable_overlay_is_never_rendered() {
     let mut inv = Inventory::default();
     inv.apply(ContainerUpdate::Upsert(on_overlay));
     let snapshot = inv.snapshot(&scope());
-    assert!(snapshot.services.is_empty());
+    // The service stays (HAProxy answers 503 for it), with no server.
+    assert!(snapshot.services[0].servers.is_empty());
     assert!(snapshot.excluded[0].reason.contains("overlay"));
     let attached = Scope {
         own_networks: Some(BTreeSet::from(["net".to_string()])),
@@ -273,4 +275,73 @@ fn project_scope_also_matches_a_stack() {
         ..scope()
     };
     assert_eq!(inv.snapshot(&shop).services[0].servers.len(), 1);
+}
+
+#[test]
+fn a_service_nobody_can_reach_keeps_its_routes_without_servers() {
+    let mut lost = facts("a", "web", "10.0.0.2");
+    lost.labels.insert("teal.network".into(), "elsewhere".into());
+    lost.labels.insert("teal.host".into(), "web.example".into());
+    let mut bad_label = facts("bb", "api", "10.0.0.3");
+    bad_label.labels.insert("teal.port".into(), "x".into());
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(lost));
+    inv.apply(ContainerUpdate::Upsert(bad_label));
+    let snapshot = inv.snapshot(&scope());
+    // Only the one whose labels parsed: bad labels say nothing trustworthy.
+    assert_eq!(snapshot.services.len(), 1);
+    let web = &snapshot.services[0];
+    assert_eq!((web.name.as_str(), web.servers.len()), ("web", 0));
+    assert_eq!(web.hosts[0].as_str(), "web.example");
+    assert_eq!(snapshot.excluded.len(), 2);
+}
+
+fn tcp(id: &str, service: &str, listen: &str, created: &str) -> ContainerFacts {
+    let mut f = facts(id, service, "10.0.0.2");
+    f.labels.insert("teal.mode".into(), "tcp".into());
+    f.labels.insert("teal.listen".into(), listen.into());
+    f.created = created.into();
+    f
+}
+
+#[test]
+fn two_tcp_services_on_one_port_the_older_keeps_it() {
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(tcp("a", "zdb", "5432", "2026-01-01T00:00:01Z")));
+    inv.apply(ContainerUpdate::Upsert(tcp(
+        "bb",
+        "adb",
+        "5432",
+        "2026-01-01T00:00:02Z",
+    )));
+    inv.apply(ContainerUpdate::Upsert(tcp(
+        "ccc",
+        "cache",
+        "6379",
+        "2026-01-01T00:00:03Z",
+    )));
+    let snapshot = inv.snapshot(&scope());
+    let names: Vec<&str> = snapshot.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["cache", "zdb"]);
+    assert_eq!(snapshot.excluded.len(), 1);
+    assert_eq!(snapshot.excluded[0].container_name, "app-bb");
+    assert!(snapshot.excluded[0].reason.contains("already taken by tcp service zdb"));
+}
+
+#[test]
+fn a_tcp_service_cannot_take_teals_own_ports() {
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(tcp("a", "db", "80", "2026-01-01T00:00:01Z")));
+    let snapshot = inv.snapshot(&scope());
+    assert!(snapshot.services.is_empty());
+    assert!(snapshot.excluded[0].reason.contains("teal's own listeners"));
+}
+
+#[test]
+fn https_redirect_is_a_service_setting() {
+    let mut f = facts("a", "web", "10.0.0.2");
+    f.labels.insert("teal.https-redirect".into(), "true".into());
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(f));
+    assert!(inv.snapshot(&scope()).services[0].https_redirect);
 }

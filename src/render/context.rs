@@ -6,24 +6,54 @@ use serde::Serialize;
 use crate::model::labels::{HostName, Mode, ServiceName};
 use crate::model::{Excluded, Service, Snapshot};
 use crate::settings::{BindAddr, Settings};
+use crate::tls::{self, Certificate, CertsError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ContextSettings {
     pub http_bind: BindAddr,
+    /// Blue/green preview listener (`--preview-bind`); `None`: no preview frontend.
+    pub preview_bind: Option<BindAddr>,
     /// HAProxy's admin socket: teal's runtime API channel.
     pub admin_socket: String,
     pub server_state_file: String,
     pub label_prefix: String,
+    /// TLS termination on the shared frontend; `None` without `--certs`.
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsSettings {
+    /// `--https-bind`: the HTTPS side of the shared HTTP frontend.
+    pub bind: BindAddr,
+    /// `--certs`: HAProxy loads every file in it and picks one by SNI.
+    pub dir: String,
+    /// The files in `dir` with a digest each, by name. Empty: nothing to
+    /// serve yet, so the default template binds no HTTPS port.
+    pub certificates: Vec<Certificate>,
+    /// The port redirects to HTTPS name in their Location; `None` for 443.
+    pub redirect_port: Option<u16>,
 }
 
 impl ContextSettings {
-    pub fn new(settings: &Settings) -> Self {
-        Self {
+    /// Reads the `--certs` directory, if any: call again when it changes.
+    pub fn new(settings: &Settings) -> Result<Self, CertsError> {
+        let tls = match &settings.certs {
+            Some(dir) => Some(TlsSettings {
+                bind: settings.https_bind,
+                dir: dir.display().to_string(),
+                certificates: tls::scan(dir)?,
+                redirect_port: Some(settings.https_bind.port).filter(|p| *p != 443),
+            }),
+            None => None,
+        };
+        Ok(Self {
             http_bind: settings.http_bind,
+            preview_bind: settings.preview_bind,
             admin_socket: settings.admin_socket().display().to_string(),
             server_state_file: settings.server_state_file().display().to_string(),
             label_prefix: settings.label_prefix.clone(),
-        }
+            tls,
+        })
     }
 }
 
@@ -32,6 +62,7 @@ pub struct ContextService<'a> {
     #[serde(flatten)]
     pub service: &'a Service,
     /// The frontend address of a tcp service (`listen` on the HTTP bind's IP).
+    /// `None` for a preview backend: it has no frontend of its own.
     pub bind: Option<BindAddr>,
 }
 
@@ -42,6 +73,9 @@ pub struct HttpRoute<'a> {
     pub hosts: &'a [HostName],
     /// Matches this path and everything under it; `None` for any path.
     pub path: Option<&'a str>,
+    /// Plain-HTTP requests on this route are redirected to HTTPS; only
+    /// `true` when teal terminates TLS.
+    pub https_redirect: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +87,12 @@ pub struct Context<'a> {
     /// The http service with neither host nor path: it gets every request no
     /// route matches. With several such services the first by name wins.
     pub default_service: Option<&'a ServiceName>,
+    /// The default service redirects plain-HTTP requests to HTTPS.
+    pub default_https_redirect: bool,
+    /// Blue/green: the routes of the preview listener, to the
+    /// `<service>_preview` backends, ordered like `http_routes`.
+    pub preview_routes: Vec<HttpRoute<'a>>,
+    pub preview_default_service: Option<&'a ServiceName>,
     pub excluded: &'a [Excluded],
 }
 
@@ -63,38 +103,62 @@ impl<'a> Context<'a> {
             .iter()
             .map(|service| ContextService {
                 service,
-                bind: (service.mode == Mode::Tcp)
+                bind: (service.mode == Mode::Tcp && !is_preview(service))
                     .then_some(service.listen)
                     .flatten()
                     .map(|port| settings.http_bind.with_port(port)),
             })
             .collect();
-        let http = || snapshot.services.iter().filter(|s| s.mode == Mode::Http);
-        let mut http_routes: Vec<HttpRoute> = http()
-            .map(|s| HttpRoute {
-                service: &s.name,
-                hosts: &s.hosts,
-                path: s.path.as_ref().map(|p| p.as_str()).filter(|p| *p != "/"),
-            })
-            .filter(|r| !r.hosts.is_empty() || r.path.is_some())
-            .collect();
-        http_routes.sort_by_key(|r| {
-            (
-                r.hosts.is_empty(),
-                r.path.is_none(),
-                std::cmp::Reverse(r.path.map_or(0, str::len)),
-                r.service,
-            )
-        });
-        let default_service = http()
-            .find(|s| s.hosts.is_empty() && s.path.as_ref().is_none_or(|p| p.as_str() == "/"))
-            .map(|s| &s.name);
+        let live = snapshot.services.iter().filter(|s| !is_preview(s));
+        let preview = snapshot.services.iter().filter(|s| is_preview(s));
+        // Redirect only to an HTTPS listener that exists.
+        let tls = settings.tls.as_ref().is_some_and(|t| !t.certificates.is_empty());
+        let (http_routes, default_service) = routes(live, tls);
+        // The preview listener is plain HTTP and never redirects.
+        let (preview_routes, preview_default_service) = routes(preview, false);
+        let default_https_redirect = tls && default_service.is_some_and(|s| s.https_redirect);
         Self {
             settings,
             services,
             http_routes,
-            default_service,
+            default_service: default_service.map(|s| &s.name),
+            default_https_redirect,
+            preview_routes,
+            preview_default_service: preview_default_service.map(|s| &s.name),
             excluded: &snapshot.excluded,
         }
     }
+}
+
+fn is_preview(service: &Service) -> bool {
+    service.slots.as_ref().is_some_and(|s| s.preview_of.is_some())
+}
+
+/// The routes of one HTTP frontend, and its default service. `tls`: HTTPS
+/// exists, so a service may ask for plain HTTP to be redirected to it.
+fn routes<'a>(services: impl Iterator<Item = &'a Service>, tls: bool) -> (Vec<HttpRoute<'a>>, Option<&'a Service>) {
+    let http: Vec<&Service> = services.filter(|s| s.mode == Mode::Http).collect();
+    let mut routes: Vec<HttpRoute> = http
+        .iter()
+        .map(|s| HttpRoute {
+            service: &s.name,
+            hosts: &s.hosts,
+            path: s.path.as_ref().map(|p| p.as_str()).filter(|p| *p != "/"),
+            https_redirect: tls && s.https_redirect,
+        })
+        .filter(|r| !r.hosts.is_empty() || r.path.is_some())
+        .collect();
+    routes.sort_by_key(|r| {
+        (
+            r.hosts.is_empty(),
+            r.path.is_none(),
+            std::cmp::Reverse(r.path.map_or(0, str::len)),
+            r.service,
+        )
+    });
+    let default_service = http
+        .iter()
+        .find(|s| s.hosts.is_empty() && s.path.as_ref().is_none_or(|p| p.as_str() == "/"))
+        .copied();
+    (routes, default_service)
 }

@@ -66,3 +66,7 @@ impl Renderer {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_injection;
+#[cfg(test)]
+mod tests_tls;

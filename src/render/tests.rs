@@ -1,1 +1,119 @@
+use clap::Parser;
 
+use super::*;
+use crate::cli::Cli;
+use crate::model::tests::{facts, scope};
+use crate::model::{ContainerFacts, ContainerUpdate, Health, Inventory, Snapshot};
+
+fn render(containers: Vec<ContainerFacts>) -> String {
+    let mut inventory = Inventory::default();
+    inventory.apply(ContainerUpdate::Resync(containers));
+    render_snapshot(&inventory.snapshot(&scope()))
+}
+
+fn render_snapshot(snapshot: &Snapshot) -> String {
+    let cli = Cli::try_parse_from([
+        "teal",
+        "render",
+        "--http-bind",
+        "127.0.0.1:8080",
+        "--state-dir",
+        "/run/t",
+    ])
+    .unwrap();
+    let settings = ContextSettings::new(&cli.settings).expect("settings");
+    Renderer::new(DEFAULT_TEMPLATE)
+        .unwrap()
+        .render(&Context::new(&settings, snapshot))
+        .unwrap()
+}
+
+fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
+    for (k, v) in labels {
+        f.labels.insert(format!("teal.{k}"), v.to_string());
+    }
+    f
+}
+
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().map(str::trim).filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+fn a_catch_all_service_is_the_default_backend() {
+    let text = render(vec![facts("a", "web", "10.0.0.2")]);
+    assert_eq!(lines_with(&text, "default_backend"), ["default_backend web"]);
+    assert_eq!(
+        lines_with(&text, "server app-a"),
+        ["server app-a-a0000000 10.0.0.2:8080 weight 100 check inter 500ms fall 1 rise 1"]
+    );
+    assert!(text.contains("bind 127.0.0.1:8080"));
+    assert!(text.contains("stats socket /run/t/haproxy.sock"));
+}
+
+#[test]
+fn no_service_means_404_for_everything() {
+    let text = render_snapshot(&Snapshot::default());
+    assert_eq!(lines_with(&text, "default_backend"), ["default_backend teal_not_found"]);
+}
+
+#[test]
+fn most_specific_route_first() {
+    let text = render(vec![
+        with(facts("a", "site", "10.0.0.2"), &[("host", "example.com")]),
+        with(
+            facts("bb", "api", "10.0.0.3"),
+            &[("host", "example.com"), ("path", "/api")],
+        ),
+        with(facts("ccc", "docs", "10.0.0.4"), &[("path", "/docs")]),
+    ]);
+    assert_eq!(
+        lines_with(&text, "use_backend"),
+        [
+            "use_backend api if route0_host route0_path",
+            "use_backend site if route1_host",
+            "use_backend docs if route2_path",
+        ]
+    );
+    assert!(text.contains("acl route0_path path_beg /api/"));
+}
+
+#[test]
+fn server_states_render_as_haproxy_understands_them() {
+    let mut starting = facts("a", "web", "10.0.0.2");
+    starting.health = Health::Starting;
+    let mut inventory = Inventory::default();
+    let stopping = facts("bb", "web", "10.0.0.3");
+    inventory.apply(ContainerUpdate::Resync(vec![starting, stopping.clone()]));
+    inventory.apply(ContainerUpdate::Drain(stopping.id));
+    let text = render_snapshot(&inventory.snapshot(&scope()));
+    let servers = lines_with(&text, "server app-");
+    assert!(servers[0].ends_with(" disabled"), "maint: {}", servers[0]);
+    assert!(servers[1].contains("weight 0 "), "drain: {}", servers[1]);
+}
+
+#[test]
+fn tcp_services_get_their_own_frontend() {
+    let text = render(vec![with(
+        facts("a", "db", "10.0.0.2"),
+        &[("mode", "tcp"), ("listen", "15432")],
+    )]);
+    assert!(text.contains("frontend teal_tcp_db"), "{text}");
+    assert!(text.contains("bind 127.0.0.1:15432"));
+    assert_eq!(lines_with(&text, "default_backend teal_not_found").len(), 1);
+}
+
+#[test]
+fn a_broken_template_is_an_error_not_a_config() {
+    assert!(matches!(Renderer::new("{{#if}}"), Err(RenderError::Parse(_))));
+    let strict = Renderer::new("{{settings.no_such_field}}").unwrap();
+    assert!(matches!(
+        strict.render(&Context::new(&test_settings(), &Snapshot::default())),
+        Err(RenderError::Render(_))
+    ));
+}
+
+fn test_settings() -> ContextSettings {
+    let cli = Cli::try_parse_from(["teal", "render"]).unwrap();
+    ContextSettings::new(&cli.settings).expect("settings")
+}

@@ -49,6 +49,11 @@ pub struct ServiceStatus {
     pub hosts: Vec<String>,
     pub path: Option<String>,
     pub listen: Option<u16>,
+    /// Blue/green: the slot the live frontend serves (on both backends of
+    /// a service with slot labels), `None` without slots.
+    pub live_slot: Option<String>,
+    /// Set on a `<service>_preview` backend: the service it previews.
+    pub preview_of: Option<String>,
     pub servers: Vec<ServerStatus>,
 }
 
@@ -87,6 +92,12 @@ impl StatusReport {
                 hosts: service.hosts.iter().map(text).collect(),
                 path: service.path.as_ref().map(|p| p.as_str().to_owned()),
                 listen: service.listen,
+                live_slot: service.slots.as_ref().map(|s| text(&s.live)),
+                preview_of: service
+                    .slots
+                    .as_ref()
+                    .and_then(|s| s.preview_of.as_ref())
+                    .map(|s| s.to_string()),
                 servers: service
                     .servers
                     .iter()

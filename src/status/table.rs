@@ -116,6 +116,8 @@ mod tests {
                 hosts: vec![],
                 path: None,
                 listen: None,
+                live_slot: None,
+                preview_of: None,
                 servers: vec![ServerStatus {
                     name: "web_1-abcdef12".into(),
                     container_id: "abcdef12".into(),

@@ -1,0 +1,164 @@
+//! What an operator sees: `/status`, `/metrics`, `/healthz` and `teal status`
+//! describe the running stack, a left-out container with its reason, and a
+//! config HAProxy rejected.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::docker::Docker;
+use crate::http;
+use crate::teal::Teal;
+use crate::util::{repo_root, unique_prefix, wait_for, wait_until};
+
+const CONVERGE: Duration = Duration::from_secs(20);
+
+/// Parses Prometheus text into `name{labels}` -> value, checking every
+/// sample line has that shape.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (name, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+            let value = value.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
+async fn metrics(teal: &Teal) -> HashMap<String, f64> {
+    let response = http::get(teal.status, "localhost", "/metrics")
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status, 200);
+    parse_metrics(&response.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_metrics_and_table_describe_the_stack() {
+    let prefix = unique_prefix();
+    let docker = Docker::shared();
+    let teal = Teal::builder(&prefix).start().await;
+    let good = docker.container(&prefix, "good").service("web").run().await;
+    let bad = docker
+        .container(&prefix, "bad")
+        .service("web")
+        .label("port", "abc")
+        .run()
+        .await;
+    teal.wait_served_by(&good.body, CONVERGE).await;
+
+    let report = wait_for(
+        CONVERGE,
+        "/status shows the server UP and the bad one left out",
+        || async {
+            let report = teal::status::fetch(teal.status).await.ok()?;
+            let up = report
+                .services
+                .iter()
+                .flat_map(|s| &s.servers)
+                .any(|s| s.haproxy.as_deref() == Some("UP"));
+            (up && !report.excluded.is_empty()).then_some(report)
+        },
+    )
+    .await;
+    assert!(report.docker.connected && report.haproxy_running);
+    let web = report.services.iter().find(|s| s.name == "web").expect("service web");
+    assert_eq!(web.servers.len(), 1);
+    assert_eq!(
+        (web.servers[0].container_name.as_str(), web.servers[0].state.as_str()),
+        (good.name.as_str(), "ready")
+    );
+    let excluded = &report.excluded[0];
+    assert_eq!(excluded.container_name, bad.name);
+    assert!(
+        excluded.reason.contains(&format!("{prefix}.port")),
+        "{}",
+        excluded.reason
+    );
+    assert!(report.last_reload.as_ref().is_some_and(|r| r.ok));
+
+    let m = metrics(&teal).await;
+    assert_eq!(m.get("teal_docker_connected"), Some(&1.0));
+    assert_eq!(m.get("teal_servers{service=\"web\",state=\"ready\"}"), Some(&1.0));
+    assert!(
+        m.get("teal_reloads_total{result=\"ok\"}").is_some_and(|n| *n >= 1.0),
+        "{m:?}"
+    );
+    assert!(
+        m.get("teal_docker_events_total{action=\"start\"}")
+            .is_some_and(|n| *n >= 1.0),
+        "{m:?}"
+    );
+    assert!(m.contains_key("teal_event_to_apply_seconds_count"));
+
+    let healthz = http::get(teal.status, "localhost", "/healthz")
+        .await
+        .expect("GET /healthz");
+    assert_eq!(healthz.status, 200, "{}", healthz.body);
+
+    let table = Command::new(env!("CARGO_BIN_EXE_teal"))
+        .args(["status", "--status-bind", &teal.status.to_string()])
+        .output()
+        .expect("teal status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&good.name))
+        .unwrap_or_else(|| panic!("no row for good:\n{table}"));
+    assert!(
+        row.starts_with("web") && row.contains("ready") && row.contains("UP"),
+        "{table}"
+    );
+    assert!(table.contains(&format!("{}: label {prefix}.port", bad.name)), "{table}");
+    assert!(!table.contains('\x1b'), "no colours when not a terminal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_haproxy_rejects_shows_in_status_and_metrics() {
+    let prefix = unique_prefix();
+    let docker = Docker::shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let template = dir.path().join("haproxy.cfg.hbs");
+    let good = std::fs::read_to_string(repo_root().join("haproxy/haproxy.cfg.hbs")).expect("default template");
+    std::fs::write(&template, &good).expect("write template");
+    let teal = Teal::builder(&prefix).template(&template).start().await;
+    let a = docker.container(&prefix, "a").service("web").run().await;
+    teal.wait_served_by(&a.body, CONVERGE).await;
+
+    // Renders fine, but HAProxy does not know the keyword.
+    let rejected = good.replacen("defaults\n", "defaults\n    no-such-keyword-teal\n", 1);
+    std::fs::write(&template, rejected).expect("write template");
+    let report = wait_for(CONVERGE, "/status shows the rejected config", || async {
+        let report = teal::status::fetch(teal.status).await.ok()?;
+        report.last_reload.clone().filter(|r| !r.ok).map(|r| (report, r))
+    })
+    .await;
+    let (_, last) = report;
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no-such-keyword-teal"),
+        "{last:?}"
+    );
+    assert!(
+        !teal.config().contains("no-such-keyword-teal"),
+        "a rejected config reached disk"
+    );
+    wait_until(CONVERGE, "the validation failure is counted", || async {
+        metrics(&teal)
+            .await
+            .get("teal_config_validation_failures_total")
+            .is_some_and(|n| *n >= 1.0)
+    })
+    .await;
+    assert_eq!(
+        teal.sample(10).await,
+        vec![a.body.clone(); 10],
+        "the last good config keeps serving"
+    );
+}

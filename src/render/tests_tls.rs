@@ -1,0 +1,202 @@
+//! Rendering of TLS, redirects, tcp services and per-service settings;
+//! every config here also passes `haproxy -c`.
+
+use std::path::Path;
+use std::process::Command;
+
+use clap::Parser;
+
+use super::tests_injection::haproxy_check;
+use super::*;
+use crate::cli::Cli;
+use crate::model::tests::{facts, scope};
+use crate::model::{ContainerFacts, ContainerUpdate, Inventory};
+
+fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
+    for (k, v) in labels {
+        f.labels.insert(format!("teal.{k}"), v.to_string());
+    }
+    f
+}
+
+/// Renders `containers` with extra command-line flags, checks the result
+/// with `haproxy -c`, returns it.
+fn render(flags: &[&str], containers: Vec<ContainerFacts>) -> String {
+    let mut args = vec!["teal", "render", "--http-bind", "127.0.0.1:8080"];
+    args.extend_from_slice(flags);
+    let cli = Cli::try_parse_from(args).unwrap();
+    let mut inventory = Inventory::default();
+    inventory.apply(ContainerUpdate::Resync(containers));
+    let snapshot = inventory.snapshot(&scope());
+    let settings = ContextSettings::new(&cli.settings).expect("settings");
+    let text = Renderer::new(DEFAULT_TEMPLATE)
+        .unwrap()
+        .render(&Context::new(&settings, &snapshot))
+        .unwrap();
+    if let Some(Err(error)) = haproxy_check(&text) {
+        panic!("haproxy -c refused: {error}");
+    }
+    text
+}
+
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().map(str::trim).filter(|l| l.contains(needle)).collect()
+}
+
+/// A self-signed certificate and its key in one PEM file, as HAProxy reads them.
+pub(super) fn make_certificate(dir: &Path, name: &str) {
+    let key = dir.join(format!("{name}.key.tmp"));
+    let cert = dir.join(format!("{name}.crt.tmp"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (the Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+    std::fs::write(dir.join(format!("{name}.pem")), pem).unwrap();
+    std::fs::remove_file(key).unwrap();
+    std::fs::remove_file(cert).unwrap();
+}
+
+#[test]
+fn https_binds_the_certificate_directory_and_redirects_per_service() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificate(certs.path(), "a.example");
+    let dir = certs.path().to_str().unwrap();
+    let containers = vec![
+        with(
+            facts("a", "secure", "10.0.0.2"),
+            &[("host", "a.example"), ("https-redirect", "true")],
+        ),
+        with(facts("bb", "plain", "10.0.0.3"), &[("host", "b.example")]),
+        with(facts("ccc", "root", "10.0.0.4"), &[("https-redirect", "true")]),
+    ];
+    let text = render(&["--certs", dir, "--https-bind", "127.0.0.1:8443"], containers.clone());
+    assert_eq!(
+        lines_with(&text, "ssl crt"),
+        [format!("bind 127.0.0.1:8443 ssl crt {dir} alpn h2,http/1.1")]
+    );
+    assert_eq!(
+        lines_with(&text, "use_backend"),
+        [
+            "use_backend plain if route0_host",
+            "use_backend teal_https_redirect if !{ ssl_fc } route1_host",
+            "use_backend secure if route1_host",
+            "use_backend teal_https_redirect if !{ ssl_fc }",
+        ]
+    );
+    assert_eq!(lines_with(&text, "default_backend"), ["default_backend root"]);
+    assert!(text.contains("location https://%[var(txn.host)]:8443%[capture.req.uri] code 301"));
+    assert_eq!(lines_with(&text, "sha256:").len(), 1);
+
+    // On 443 the Location names no port.
+    let text = render(&["--certs", dir, "--https-bind", "127.0.0.1:443"], containers.clone());
+    assert!(text.contains("location https://%[var(txn.host)]%[capture.req.uri] code 301"));
+
+    // A replaced certificate changes the config, so it gets reloaded.
+    make_certificate(certs.path(), "a.example");
+    let replaced = render(&["--certs", dir, "--https-bind", "127.0.0.1:443"], containers.clone());
+    assert_ne!(lines_with(&text, "sha256:"), lines_with(&replaced, "sha256:"));
+
+    // Without --certs there is no HTTPS, so nothing redirects to it.
+    let text = render(&[], containers);
+    assert!(
+        !text.contains("ssl crt") && !text.contains("teal_https_redirect"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_empty_certificate_directory_binds_no_https_yet() {
+    let certs = tempfile::tempdir().unwrap();
+    let containers = vec![with(facts("a", "web", "10.0.0.2"), &[("https-redirect", "true")])];
+    let text = render(&["--certs", certs.path().to_str().unwrap()], containers);
+    assert!(!text.contains("ssl crt"), "{text}");
+    assert!(lines_with(&text, "use_backend teal_https_redirect").is_empty());
+}
+
+#[test]
+fn a_tcp_service_gets_its_own_frontend() {
+    let text = render(
+        &[],
+        vec![
+            with(
+                facts("a", "db", "10.0.0.2"),
+                &[("mode", "tcp"), ("listen", "15432"), ("port", "5432")],
+            ),
+            facts("bb", "web", "10.0.0.3"),
+        ],
+    );
+    let frontend = text.split("frontend teal_tcp_db").nth(1).expect("tcp frontend");
+    let frontend: Vec<&str> = frontend.lines().map(str::trim).take(4).collect();
+    assert_eq!(
+        frontend[1..],
+        ["mode tcp", "bind 127.0.0.1:15432", "default_backend db"]
+    );
+    assert!(text.contains("server app-a-a0000000 10.0.0.2:5432 weight 100"));
+    // Not routed by the HTTP frontend.
+    assert_eq!(lines_with(&text, "default_backend web"), ["default_backend web"]);
+}
+
+#[test]
+fn per_service_settings_are_rendered() {
+    let text = render(
+        &[],
+        vec![
+            with(
+                facts("a", "web", "10.0.0.2"),
+                &[
+                    ("balance", "leastconn"),
+                    ("maxconn", "50"),
+                    ("weight", "7"),
+                    ("health.path", "/healthz"),
+                    ("health.interval", "2s"),
+                ],
+            ),
+            // The newest container sets the service-wide settings.
+            with(
+                facts("bb", "web", "10.0.0.3"),
+                &[
+                    ("weight", "0"),
+                    ("balance", "leastconn"),
+                    ("health.path", "/healthz"),
+                    ("health.interval", "2s"),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(lines_with(&text, "balance leastconn").len(), 1);
+    assert_eq!(lines_with(&text, "option httpchk"), ["option httpchk GET /healthz"]);
+    assert_eq!(
+        lines_with(&text, "server app-"),
+        [
+            "server app-a-a0000000 10.0.0.2:8080 weight 7 maxconn 50 check inter 2000ms fall 1 rise 1",
+            "server app-bb-bb000000 10.0.0.3:8080 weight 0 check inter 2000ms fall 1 rise 1",
+        ]
+    );
+}
+
+#[test]
+fn a_service_without_reachable_servers_keeps_its_route_and_answers_503() {
+    let text = render(
+        &[],
+        vec![with(
+            facts("a", "api", "10.0.0.2"),
+            &[("host", "api.example"), ("network", "elsewhere")],
+        )],
+    );
+    assert_eq!(lines_with(&text, "use_backend"), ["use_backend api if route0_host"]);
+    let backend = text.split("backend api").nth(1).unwrap();
+    assert!(!backend.contains("server "), "{backend}");
+}

@@ -1,0 +1,199 @@
+//! Waiting for replacements: healthy in Docker, then UP in HAProxy as the
+//! running daemon's `/status` reports it. Any replacement that exits, turns
+//! unhealthy, is left out by teal or is late ends the wait with the reason.
+//!
+//! HAProxy (2.6) reports a server UP before its first check has run: a
+//! server added at runtime leaves maintenance UP, and so does one new in a
+//! reloaded config. With `fall 1`, one failed check takes it DOWN. So UP
+//! counts only once it has held for a check interval plus a margin for the
+//! check itself: by then a check has passed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bollard::models::HealthStatusEnum;
+use bollard::query_parameters::LogsOptions;
+use bollard::Docker;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::progress::{seconds, Progress};
+use crate::status::{self, StatusReport};
+
+const POLL: Duration = Duration::from_millis(250);
+
+/// A replacement, as the rollout tracks it.
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    pub id: String,
+    pub name: String,
+    /// Index of the old container it replaces.
+    pub replaces: usize,
+    /// Started and ready in teal at some point: it may have served, so it
+    /// is stopped gracefully on rollback.
+    pub routed: bool,
+    /// How long UP must hold to prove a passed check (see above).
+    pub settle: Duration,
+    /// Since when HAProxy has said UP, without a break.
+    pub up_since: Option<Instant>,
+    pub up: bool,
+}
+
+/// Where one replacement stands.
+enum Stage {
+    Waiting(String),
+    Up,
+    Failed(String),
+}
+
+/// Returns when every replacement is UP; `Err` says which one failed and why.
+pub async fn until_up(
+    docker: &Docker,
+    status_addr: SocketAddr,
+    replacements: &mut [Replacement],
+    timeout: Duration,
+    interrupted: &CancellationToken,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let mut progress = Progress::new(replacements.iter().map(|r| r.name.clone()).collect());
+    let mut last: Vec<String> = vec![String::new(); replacements.len()];
+    let result = loop {
+        let report = status::fetch(status_addr).await;
+        let mut failure = None;
+        for (i, r) in replacements.iter_mut().enumerate() {
+            if r.up {
+                continue;
+            }
+            let stage = stage(docker, r, &report).await;
+            if !matches!(stage, Stage::Up) {
+                r.up_since = None;
+            }
+            match stage {
+                Stage::Up => {
+                    let since = *r.up_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= r.settle {
+                        r.up = true;
+                        progress.update(i, "UP in HAProxy, checks passing", started.elapsed());
+                    } else {
+                        let what = "UP in HAProxy, awaiting a passed check".to_owned();
+                        progress.update(i, &what, started.elapsed());
+                        last[i] = what;
+                    }
+                }
+                Stage::Waiting(what) => {
+                    progress.update(i, &what, started.elapsed());
+                    last[i] = what;
+                }
+                Stage::Failed(why) => {
+                    progress.update(i, "FAILED", started.elapsed());
+                    failure.get_or_insert(format!("{}: {why}", r.name));
+                }
+            }
+        }
+        progress.draw();
+        if let Some(failure) = failure {
+            break Err(failure);
+        }
+        if replacements.iter().all(|r| r.up) {
+            break Ok(());
+        }
+        if started.elapsed() >= timeout {
+            let late: Vec<String> = replacements
+                .iter()
+                .zip(&last)
+                .filter(|(r, _)| !r.up)
+                .map(|(r, last)| format!("{} ({last})", r.name))
+                .collect();
+            break Err(format!(
+                "not UP in HAProxy within {}: {}",
+                seconds(timeout),
+                late.join(", ")
+            ));
+        }
+        tokio::select! {
+            _ = interrupted.cancelled() => break Err("interrupted".to_owned()),
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    };
+    progress.finish();
+    result
+}
+
+async fn stage(docker: &Docker, r: &mut Replacement, report: &anyhow::Result<StatusReport>) -> Stage {
+    let inspect = match docker.inspect_container(&r.id, None).await {
+        Ok(inspect) => inspect,
+        Err(error) => return Stage::Failed(format!("cannot inspect it: {error}")),
+    };
+    let state = inspect.state.unwrap_or_default();
+    if state.restarting == Some(true) || state.running != Some(true) {
+        let code = state.exit_code.unwrap_or_default();
+        let verb = if state.restarting == Some(true) {
+            "keeps restarting"
+        } else {
+            "exited"
+        };
+        return Stage::Failed(format!("{verb} (exit code {code}){}", log_tail(docker, &r.id).await));
+    }
+    let health = state.health.unwrap_or_default();
+    match health.status {
+        Some(HealthStatusEnum::UNHEALTHY) => {
+            let output = health
+                .log
+                .unwrap_or_default()
+                .last()
+                .and_then(|l| l.output.clone())
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .map(|o| format!("; last check said: {o}"))
+                .unwrap_or_default();
+            return Stage::Failed(format!("turned unhealthy in Docker{output}"));
+        }
+        Some(HealthStatusEnum::STARTING) => return Stage::Waiting("health: starting".into()),
+        _ => {}
+    }
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => return Stage::Waiting(format!("status endpoint: {error:#}")),
+    };
+    if let Some(excluded) = report.excluded.iter().find(|e| e.container_id == r.id) {
+        return Stage::Failed(format!("teal leaves it out: {}", excluded.reason));
+    }
+    let server = report
+        .services
+        .iter()
+        .flat_map(|s| s.servers.iter())
+        .find(|s| s.container_id == r.id);
+    let Some(server) = server else {
+        return Stage::Waiting("not routed by teal yet".into());
+    };
+    if server.state == "ready" {
+        r.routed = true;
+    }
+    let haproxy = server.haproxy.as_deref().unwrap_or("-");
+    if server.state == "ready" && haproxy == "UP" {
+        r.routed = true;
+        return Stage::Up;
+    }
+    let reason = server.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    Stage::Waiting(format!("teal: {}{reason}, HAProxy: {haproxy}", server.state))
+}
+
+/// The last lines the container printed, to say why it exited.
+async fn log_tail(docker: &Docker, id: &str) -> String {
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: "5".into(),
+        ..Default::default()
+    };
+    let mut lines = Vec::new();
+    let mut logs = docker.logs(id, Some(options));
+    while let Some(Ok(chunk)) = logs.next().await {
+        lines.extend(chunk.to_string().lines().map(|l| format!("\n    | {l}")));
+    }
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its last output:{}", lines.concat())
+    }
+}

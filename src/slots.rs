@@ -1,0 +1,340 @@
+//! Blue/green slots: which slot of each service the live frontend serves.
+//!
+//! The choice lives in one file, `<state-dir>/slots.json` (`{"web": "green"}`),
+//! and nowhere else. `teal switch` rewrites it atomically under a lock;
+//! `teal run` follows it with a file watch and re-routes. So a switch needs
+//! no write API on the (unauthenticated) status endpoint, survives a restart
+//! of either side, and can even be made while the daemon is down. A service
+//! without an entry is live on blue.
+//!
+//! Routing is done on the snapshot, between the model's owner and everything
+//! that reads it. A service whose containers carry slot labels keeps the
+//! live slot's servers (and any without a slot) under its own name and gets a
+//! `<service>_preview` backend with the other slot's servers, which the
+//! preview listener (`--preview-bind`) serves. Render, apply and `/status`
+//! all read the routed snapshot, so runtime API commands and HAProxy's
+//! per-server states name the backends as rendered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use notify::Watcher as _;
+use tokio::sync::{mpsc, watch};
+
+use crate::apply::write_atomic;
+use crate::model::labels::{ServiceName, Slot};
+use crate::model::{Excluded, Server, Service, SlotRouting, Snapshot};
+
+/// The file under `--state-dir` that holds the choice.
+pub const FILE: &str = "slots.json";
+/// Serialises read-flip-write cycles of concurrent `teal switch`es.
+const LOCK_FILE: &str = "slots.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlotsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not valid, fix or delete it (a service without an entry is live on blue): {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+/// Service name -> the slot its live frontend serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveSlots(BTreeMap<String, Slot>);
+
+impl LiveSlots {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(FILE)
+    }
+
+    /// The choice on disk; a missing file means every service is live on blue.
+    pub fn load(state_dir: &Path) -> Result<Self, SlotsError> {
+        let path = Self::path(state_dir);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map_err(|reason| SlotsError::Invalid {
+                path: path.display().to_string(),
+                reason,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(SlotsError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: BTreeMap<String, String> =
+            serde_json::from_str(text).map_err(|e| format!("expected {{\"SERVICE\": \"blue|green\"}}: {e}"))?;
+        let mut slots = BTreeMap::new();
+        for (service, slot) in raw {
+            ServiceName::parse(&service).map_err(|reason| format!("service {service:?}: {reason}"))?;
+            slots.insert(service, parse_slot(&slot)?);
+        }
+        Ok(Self(slots))
+    }
+
+    fn to_json(&self) -> String {
+        let raw: BTreeMap<&str, &str> = self.0.iter().map(|(k, v)| (k.as_str(), slot_name(*v))).collect();
+        // A map of strings always serializes.
+        serde_json::to_string_pretty(&raw).unwrap_or_default() + "\n"
+    }
+
+    pub fn live(&self, service: &ServiceName) -> Slot {
+        self.0.get(service.as_str()).copied().unwrap_or(Slot::Blue)
+    }
+}
+
+pub fn parse_slot(text: &str) -> Result<Slot, String> {
+    match text {
+        "blue" => Ok(Slot::Blue),
+        "green" => Ok(Slot::Green),
+        other => Err(format!("slot {other:?}: must be blue or green")),
+    }
+}
+
+pub fn slot_name(slot: Slot) -> &'static str {
+    match slot {
+        Slot::Blue => "blue",
+        Slot::Green => "green",
+    }
+}
+
+pub fn other(slot: Slot) -> Slot {
+    match slot {
+        Slot::Blue => Slot::Green,
+        Slot::Green => Slot::Blue,
+    }
+}
+
+/// Sets the live slot of `service` on disk (`to`, else the other one) and
+/// returns it. Concurrent callers are serialised by a lock file, so two
+/// flips give two flips, never one lost.
+pub fn store(state_dir: &Path, service: &ServiceName, to: Option<Slot>) -> Result<Slot, SlotsError> {
+    let write_error = |path: &Path, source| SlotsError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(|e| write_error(state_dir, e))?;
+    let lock_path = state_dir.join(LOCK_FILE);
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| write_error(&lock_path, e))?;
+    // Released when `lock` is dropped (or the process dies).
+    lock.lock().map_err(|e| write_error(&lock_path, e))?;
+    let mut slots = LiveSlots::load(state_dir)?;
+    let next = to.unwrap_or_else(|| other(slots.live(service)));
+    slots.0.insert(service.to_string(), next);
+    let path = LiveSlots::path(state_dir);
+    write_atomic(&path, slots.to_json().as_bytes()).map_err(|e| write_error(&path, e))?;
+    Ok(next)
+}
+
+/// The name of a service's preview backend.
+pub fn preview_name(service: &ServiceName) -> Result<ServiceName, String> {
+    ServiceName::parse(&format!("{service}_preview"))
+        .map_err(|reason| format!("no preview backend for {service}: {service}_preview {reason}"))
+}
+
+/// Splits each service with slot labels into its live backend and its
+/// `<service>_preview` backend, as `live` says. Pure.
+pub fn route(mut snapshot: Snapshot, live: &LiveSlots) -> Snapshot {
+    let taken: BTreeSet<ServiceName> = snapshot.services.iter().map(|s| s.name.clone()).collect();
+    let mut previews = Vec::new();
+    for service in &mut snapshot.services {
+        if service.servers.iter().all(|s| s.slot.is_none()) {
+            continue;
+        }
+        let live_slot = live.live(&service.name);
+        let (on_preview, on_live): (Vec<Server>, Vec<Server>) = std::mem::take(&mut service.servers)
+            .into_iter()
+            .partition(|s| s.slot.is_some_and(|slot| slot != live_slot));
+        service.servers = on_live;
+        service.slots = Some(SlotRouting {
+            live: live_slot,
+            preview_of: None,
+        });
+        let name = preview_name(&service.name).and_then(|name| {
+            if taken.contains(&name) {
+                Err(format!(
+                    "no preview backend for {}: a service is named {name}",
+                    service.name
+                ))
+            } else {
+                Ok(name)
+            }
+        });
+        match name {
+            Ok(name) => previews.push(Service {
+                name,
+                servers: on_preview,
+                slots: Some(SlotRouting {
+                    live: live_slot,
+                    preview_of: Some(service.name.clone()),
+                }),
+                ..service.clone()
+            }),
+            Err(reason) => snapshot.excluded.extend(on_preview.into_iter().map(|s| Excluded {
+                container_id: s.container_id,
+                container_name: s.container_name,
+                reason: reason.clone(),
+            })),
+        }
+    }
+    snapshot.services.extend(previews);
+    snapshot.services.sort_by(|a, b| a.name.cmp(&b.name));
+    snapshot
+        .excluded
+        .sort_by(|a, b| a.container_name.cmp(&b.container_name));
+    snapshot
+}
+
+type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// `teal run`: routes every snapshot of the model by the choice in
+/// `<state-dir>/slots.json`, re-routing when that file changes. Render,
+/// apply and status read the returned channel. Fails when the file is not
+/// valid at start: guessing could send live traffic to the wrong slot.
+pub fn route_snapshots(state_dir: &Path, mut model: Snapshots) -> anyhow::Result<Snapshots> {
+    let mut live = LiveSlots::load(state_dir)?;
+    if !live.0.is_empty() {
+        tracing::info!(slots = %live.to_json().split_whitespace().collect::<String>(), "live slots loaded");
+    }
+    let (edits_tx, mut edits) = mpsc::channel(1);
+    let watcher = watch_file(state_dir, edits_tx)?;
+    let (routed_tx, routed) = watch::channel(None);
+    let state_dir = state_dir.to_owned();
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                changed = model.changed() => if changed.is_err() { break },
+                Some(()) = edits.recv() => match LiveSlots::load(&state_dir) {
+                    Ok(next) if next == live => continue,
+                    Ok(next) => {
+                        for (service, slot) in &next.0 {
+                            if live.0.get(service) != Some(slot) {
+                                tracing::info!(%service, live = slot_name(*slot), "live slot switched");
+                            }
+                        }
+                        live = next;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "slots edit refused; routing stays as it was");
+                        continue;
+                    }
+                },
+            }
+            let routed = model
+                .borrow_and_update()
+                .as_deref()
+                .map(|snapshot| Arc::new(route(snapshot.clone(), &live)));
+            routed_tx.send_replace(routed);
+        }
+    });
+    Ok(routed)
+}
+
+/// `write_atomic` renames over the file, so watch the directory and pick
+/// out the file's name.
+fn watch_file(state_dir: &Path, edits: mpsc::Sender<()>) -> anyhow::Result<notify::RecommendedWatcher> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let ours = event.paths.iter().any(|p| p.file_name().is_some_and(|n| n == FILE));
+            if ours && !event.kind.is_access() {
+                let _ = edits.try_send(());
+            }
+        }
+    })?;
+    watcher
+        .watch(state_dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {} for slot switches", state_dir.display()))?;
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::{facts, scope};
+    use crate::model::{ContainerUpdate, Inventory};
+
+    fn snapshot(containers: &[(&str, Option<&str>)]) -> Snapshot {
+        let mut inventory = Inventory::default();
+        for (i, (id, slot)) in containers.iter().enumerate() {
+            let mut f = facts(id, "web", &format!("10.0.0.{}", i + 2));
+            if let Some(slot) = slot {
+                f.labels.insert("teal.slot".into(), slot.to_string());
+            }
+            inventory.apply(ContainerUpdate::Upsert(f));
+        }
+        inventory.snapshot(&scope())
+    }
+
+    fn servers(snapshot: &Snapshot, service: &str) -> Vec<String> {
+        let service = snapshot.services.iter().find(|s| s.name.as_str() == service).unwrap();
+        service.servers.iter().map(|s| s.container_name.clone()).collect()
+    }
+
+    #[test]
+    fn services_without_slots_are_left_alone() {
+        let before = snapshot(&[("a", None), ("b", None)]);
+        assert_eq!(route(before.clone(), &LiveSlots::default()), before);
+    }
+
+    #[test]
+    fn blue_is_live_until_switched() {
+        let snap = snapshot(&[("a", Some("blue")), ("b", Some("green")), ("c", None)]);
+        let routed = route(snap.clone(), &LiveSlots::default());
+        assert_eq!(servers(&routed, "web"), ["app-a", "app-c"]);
+        assert_eq!(servers(&routed, "web_preview"), ["app-b"]);
+        let preview = &routed.services[1];
+        assert_eq!(
+            preview.slots.as_ref().unwrap().preview_of.as_ref().unwrap().as_str(),
+            "web"
+        );
+
+        let green = LiveSlots::parse(r#"{"web": "green"}"#).unwrap();
+        let routed = route(snap, &green);
+        assert_eq!(servers(&routed, "web"), ["app-b", "app-c"]);
+        assert_eq!(servers(&routed, "web_preview"), ["app-a"]);
+        assert_eq!(routed.services[0].slots.as_ref().unwrap().live, Slot::Green);
+    }
+
+    #[test]
+    fn a_taken_preview_name_leaves_preview_servers_out() {
+        let mut snap = snapshot(&[("a", Some("blue")), ("b", Some("green"))]);
+        let mut other = snap.services[0].clone();
+        other.name = ServiceName::parse("web_preview").unwrap();
+        other.servers.clear();
+        snap.services.push(other);
+        let routed = route(snap, &LiveSlots::default());
+        assert_eq!(routed.excluded.len(), 1);
+        assert!(
+            routed.excluded[0].reason.contains("web_preview"),
+            "{:?}",
+            routed.excluded
+        );
+    }
+
+    #[test]
+    fn the_file_round_trips_and_bad_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = ServiceName::parse("web").unwrap();
+        assert_eq!(LiveSlots::load(dir.path()).unwrap(), LiveSlots::default());
+        assert_eq!(store(dir.path(), &web, None).unwrap(), Slot::Green);
+        assert_eq!(store(dir.path(), &web, None).unwrap(), Slot::Blue);
+        assert_eq!(store(dir.path(), &web, Some(Slot::Green)).unwrap(), Slot::Green);
+        assert_eq!(LiveSlots::load(dir.path()).unwrap().live(&web), Slot::Green);
+        for bad in [r#"{"web": "red"}"#, "[]", r#"{"we b": "blue"}"#] {
+            assert!(LiveSlots::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

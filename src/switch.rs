@@ -1,0 +1,146 @@
+//! `teal switch SERVICE`: blue/green, flip which slot the live frontend
+//! serves (the other one goes to the preview listener).
+//!
+//! The choice is written to `<state-dir>/slots.json` (see [`crate::slots`]);
+//! the daemon running on that state dir picks it up and reloads. Before
+//! writing, the slot going live must have a server UP in HAProxy (the
+//! daemon's `/status` says so), unless `--force`; after writing, the command
+//! waits until `/status` shows the flip applied.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::model::labels::{parse_duration, ServiceName, Slot};
+use crate::settings::Settings;
+use crate::slots::{self, parse_slot, slot_name, LiveSlots};
+use crate::status::{self, ServerStatus, StatusReport};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SwitchArgs {
+    /// The service to flip: the value of its PREFIX.service label.
+    #[arg(value_parser = ServiceName::parse)]
+    pub service: ServiceName,
+
+    /// Make this slot live (blue or green) instead of flipping; nothing to do when it already is.
+    #[arg(long, env = "TEAL_SWITCH_TO", value_parser = parse_slot)]
+    pub to: Option<Slot>,
+
+    /// Switch even when no server of the slot going live is UP, or no daemon answers (it applies the choice when it starts).
+    #[arg(long, env = "TEAL_SWITCH_FORCE")]
+    pub force: bool,
+
+    /// How long to wait for the daemon to apply the switch.
+    #[arg(long, env = "TEAL_SWITCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+const POLL: Duration = Duration::from_millis(100);
+
+pub async fn run(settings: Settings, args: SwitchArgs) -> anyhow::Result<()> {
+    let service = &args.service;
+    let current = LiveSlots::load(&settings.state_dir)?.live(service);
+    let target = args.to.unwrap_or(slots::other(current));
+    if target == current {
+        println!("{service}: {} is live already", slot_name(target));
+        return Ok(());
+    }
+    let preview = slots::preview_name(service).map_err(anyhow::Error::msg)?;
+    let report = status::fetch(settings.status_bind).await;
+    match &report {
+        Ok(report) => {
+            let going_live = slot_servers(report, service, &preview, target);
+            let up = going_live.iter().filter(|s| is_up(s)).count();
+            anyhow::ensure!(
+                up > 0 || args.force,
+                "no {} server of {service} is UP in HAProxy ({} known to teal): switching would send live \
+                 traffic to nothing. Start the {} containers first, or pass --force",
+                slot_name(target),
+                going_live.len(),
+                slot_name(target)
+            );
+        }
+        Err(error) if !args.force => {
+            return Err(anyhow::anyhow!("{error:#}")).context(format!(
+                "cannot check that the {} slot is UP; pass --force to switch anyway",
+                slot_name(target)
+            ));
+        }
+        Err(_) => {}
+    }
+
+    slots::store(&settings.state_dir, service, Some(target))?;
+    let path = LiveSlots::path(&settings.state_dir);
+    if report.is_err() {
+        println!(
+            "{service}: {} is live, saved in {}; no daemon answers at {}, it applies the choice when it starts",
+            slot_name(target),
+            path.display(),
+            settings.status_bind
+        );
+        return Ok(());
+    }
+    let deadline = Instant::now() + args.timeout;
+    loop {
+        if let Ok(report) = status::fetch(settings.status_bind).await {
+            if applied(&report, service, target) {
+                let live = slot_servers(&report, service, &preview, target);
+                let other = slot_servers(&report, service, &preview, slots::other(target));
+                println!(
+                    "{service}: {} is live ({} of {} server(s) UP); {} is on the preview listener ({} server(s))",
+                    slot_name(target),
+                    live.iter().filter(|s| is_up(s)).count(),
+                    live.len(),
+                    slot_name(slots::other(target)),
+                    other.len()
+                );
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{service}: {} is live in {}, but the daemon at {} did not apply it within {:?}: does it run with \
+             --state-dir {}? (see its log)",
+            slot_name(target),
+            path.display(),
+            settings.status_bind,
+            args.timeout,
+            settings.state_dir.display()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The servers of `slot`, on either backend of the service.
+fn slot_servers<'a>(
+    report: &'a StatusReport,
+    service: &ServiceName,
+    preview: &ServiceName,
+    slot: Slot,
+) -> Vec<&'a ServerStatus> {
+    report
+        .services
+        .iter()
+        .filter(|s| s.name == service.as_str() || s.name == preview.as_str())
+        .flat_map(|s| s.servers.iter())
+        .filter(|s| s.slot.as_deref() == Some(slot_name(slot)))
+        .collect()
+}
+
+fn is_up(server: &ServerStatus) -> bool {
+    server.state == "ready" && server.haproxy.as_deref() == Some("UP")
+}
+
+/// The live backend holds no server of the other slot, and HAProxy runs
+/// the new config (a server of the new live slot is UP in it), unless
+/// that slot has none.
+fn applied(report: &StatusReport, service: &ServiceName, live: Slot) -> bool {
+    let Some(backend) = report.services.iter().find(|s| s.name == service.as_str()) else {
+        return false;
+    };
+    let slot_of = |s: &&ServerStatus| s.slot.as_deref().and_then(|slot| parse_slot(slot).ok());
+    let stale = backend.servers.iter().any(|s| slot_of(&s) == Some(slots::other(live)));
+    let mut going_live = backend.servers.iter().filter(|s| slot_of(s) == Some(live)).peekable();
+    let nothing_to_route = going_live.peek().is_none();
+    !stale && (nothing_to_route || going_live.any(is_up))
+}
