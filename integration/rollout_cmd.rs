@@ -319,7 +319,7 @@ async fn failed_rollouts_roll_back_while_the_old_containers_serve() {
         assert!(output.contains("failed and was rolled back"), "{output}");
         assert_eq!(
             deploy.running().await,
-            [old.clone()],
+            std::slice::from_ref(&old),
             "the old container is the one running"
         );
         assert_eq!(

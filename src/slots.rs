@@ -325,6 +325,49 @@ mod tests {
     }
 
     #[test]
+    fn the_preview_listener_gets_the_other_slot_with_the_same_routes() {
+        use crate::render::{Context, ContextSettings, Renderer, DEFAULT_TEMPLATE};
+        use clap::Parser;
+        let mut snap = snapshot(&[("a", Some("blue")), ("b", Some("green"))]);
+        snap.services[0].hosts = vec![crate::model::labels::HostName::parse("shop.example").unwrap()];
+        let routed = route(snap, &LiveSlots::default());
+        let args = [
+            "teal",
+            "render",
+            "--http-bind",
+            ":80",
+            "--preview-bind",
+            "127.0.0.1:8081",
+        ];
+        let cli = crate::cli::Cli::try_parse_from(args).unwrap();
+        let settings = ContextSettings::new(&cli.settings).unwrap();
+        let text = Renderer::new(DEFAULT_TEMPLATE)
+            .unwrap()
+            .render(&Context::new(&settings, &routed))
+            .unwrap();
+        let (live, rest) = text.split_once("frontend teal_preview").expect("a preview frontend");
+        let preview = rest.split("\nbackend ").next().unwrap();
+        assert!(
+            live.contains("use_backend web if route0_host") && !live.contains("web_preview"),
+            "{live}"
+        );
+        assert!(preview.contains("bind 127.0.0.1:8081"), "{preview}");
+        assert!(preview.contains("use_backend web_preview if route0_host"), "{preview}");
+        assert!(preview.contains("default_backend teal_not_found"), "{preview}");
+        let backend = |name: &str| {
+            text.split(&format!("backend {name}\n"))
+                .nth(1)
+                .unwrap()
+                .split("\n\n")
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        assert!(backend("web").contains("server app-a-") && !backend("web").contains("server app-b-"));
+        assert!(backend("web_preview").contains("server app-b-"));
+    }
+
+    #[test]
     fn the_file_round_trips_and_bad_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let web = ServiceName::parse("web").unwrap();
