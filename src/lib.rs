@@ -15,7 +15,9 @@
 //!
 //! - [`docker`]: connects (API version negotiated), lists, follows events from
 //!   the listing time, reconnects with backoff. Converts bollard's types into
-//!   [`model::ContainerFacts`] at the edge.
+//!   [`model::ContainerFacts`] at the edge. On a Swarm manager,
+//!   [`docker::swarm`] reports the running tasks of labelled services the
+//!   same way.
 //! - [`model`]: labels validated into trusted types; the inventory of
 //!   containers turned into a [`model::Snapshot`] of services and servers.
 //!   Plain data, no I/O.

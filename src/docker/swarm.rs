@@ -52,6 +52,21 @@ const MANAGER_RECHECK: Duration = Duration::from_secs(30);
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// Service events, and the container events that change a task's state.
+const EVENTS: &[&str] = &[
+    "create",
+    "update",
+    "remove",
+    "start",
+    "die",
+    "kill",
+    "stop",
+    "destroy",
+    "pause",
+    "unpause",
+    "health_status",
+];
+
 /// Label Swarm puts on every task's container.
 const TASK_SERVICE_LABEL: &str = "com.docker.swarm.service.id";
 
@@ -166,10 +181,11 @@ impl SwarmWatcher {
         let options = EventsOptions {
             since: Some(since),
             until: None,
-            filters: Some(HashMap::from([(
-                "type".to_owned(),
-                vec!["service".to_owned(), "container".to_owned()],
-            )])),
+            filters: Some(HashMap::from([
+                ("type".to_owned(), vec!["service".to_owned(), "container".to_owned()]),
+                // Keeps out healthchecks' exec_* events, one per container and interval.
+                ("event".to_owned(), EVENTS.iter().map(|e| e.to_string()).collect()),
+            ])),
         };
         let mut events = docker.events(Some(options));
         let mut next = Instant::now() + pace(&listing);
