@@ -100,5 +100,7 @@ async fn switch_and_switch_back_across_a_restart() {
     teal.wait_only(&[&blue.body], CONVERGE).await;
     preview_serves_only(preview, &green.body).await;
     let (ok, output) = run_cli(&teal, &["status", "--json"]).await;
-    assert!(ok && output.contains("web_preview"), "{output}");
+    assert!(ok, "{output}");
+    assert!(output.contains(r#""live_slot": "blue""#), "{output}");
+    assert!(output.contains(r#""preview_of": "web""#), "{output}");
 }
