@@ -97,12 +97,12 @@ fn https_binds_the_certificate_directory_and_redirects_per_service() {
         ]
     );
     assert_eq!(lines_with(&text, "default_backend"), ["default_backend root"]);
-    assert!(text.contains("location https://%[var(txn.host)]:8443%[capture.req.uri] code 301"));
+    assert!(text.contains("location https://%[var(txn.host)]:8443%[pathq] code 301"));
     assert_eq!(lines_with(&text, "sha256:").len(), 1);
 
     // On 443 the Location names no port.
     let text = render(&["--certs", dir, "--https-bind", "127.0.0.1:443"], containers.clone());
-    assert!(text.contains("location https://%[var(txn.host)]%[capture.req.uri] code 301"));
+    assert!(text.contains("location https://%[var(txn.host)]%[pathq] code 301"));
 
     // A replaced certificate changes the config, so it gets reloaded.
     make_certificate(certs.path(), "a.example");
