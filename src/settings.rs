@@ -151,8 +151,17 @@ pub struct Settings {
     pub preview_bind: Option<BindAddr>,
 
     /// Swarm services (labels from `deploy.labels`) as well as containers: auto (when the daemon is a swarm
-    /// manager, re-checked every 30s), on (`--swarm` alone; warn while it is no manager) or off.
-    #[arg(long, global = true, env = "TEAL_SWARM", value_enum, default_value = "auto", num_args = 0..=1, default_missing_value = "on")]
+    /// manager, re-checked every 30s), on (`--swarm` alone; warn while it is no manager) or off (`--swarm=off`).
+    #[arg(
+        long,
+        global = true,
+        env = "TEAL_SWARM",
+        value_enum,
+        default_value = "auto",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "on"
+    )]
     pub swarm: SwarmMode,
 
     /// TLS: a directory of PEM files (certificate + key each), served by SNI on --https-bind and watched:
@@ -233,6 +242,17 @@ pub fn parse_certs_dir(s: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swarm_flag_forms() {
+        use clap::Parser;
+        let parse = |args: &[&str]| crate::cli::Cli::try_parse_from(args).map(|cli| cli.settings.swarm);
+        assert_eq!(parse(&["teal", "run"]).unwrap(), SwarmMode::Auto);
+        // No value: on. A value needs '=', so `--swarm run` still reads `run` as the subcommand.
+        assert_eq!(parse(&["teal", "--swarm", "run"]).unwrap(), SwarmMode::On);
+        assert_eq!(parse(&["teal", "run", "--swarm=off"]).unwrap(), SwarmMode::Off);
+        assert!(parse(&["teal", "run", "--swarm=maybe"]).is_err());
+    }
 
     #[test]
     fn reload_modes() {
