@@ -130,6 +130,11 @@ impl Stack {
 
     /// Bodies (container hostnames) of the service's running tasks.
     async fn running(&self, service: &str) -> Vec<String> {
+        self.tasks_in(service, "running").await
+    }
+
+    /// Bodies of the service's tasks in this state that Swarm wants running.
+    async fn tasks_in(&self, service: &str, state: &str) -> Vec<String> {
         let service = self.service(service);
         #[rustfmt::skip]
         let tasks = run("docker", &[
@@ -139,7 +144,7 @@ impl Stack {
         for task in tasks.lines() {
             let format = "{{.Status.State}} {{.Status.ContainerStatus.ContainerID}}";
             let status = run("docker", &["inspect", "-f", format, task], &[]).await;
-            if let Some(id) = status.strip_prefix("running ") {
+            if let Some(id) = status.strip_prefix(&format!("{state} ")) {
                 bodies.push(body_of(id));
             }
         }
@@ -279,4 +284,29 @@ async fn swarm_example_rolling_update_loses_no_request() {
         true
     })
     .await;
+
+    // Health gating: an update whose tasks never pass their healthcheck.
+    // Swarm keeps such a task `starting` (and, start-first, the old ones
+    // running); teal must never route it.
+    let load = Load::start(([127, 0, 0, 1], port).into(), CLIENTS);
+    let website = stack.service("website");
+    #[rustfmt::skip]
+    run("docker", &["service", "update", "--detach", "--health-cmd", "false", &website], &[]).await;
+    let starting = wait_for(CONVERGE, "a task of the broken update starts", || async {
+        stack.tasks_in("website", "starting").await.into_iter().next()
+    })
+    .await;
+    let requests = load.requests();
+    wait_until(CONVERGE, "300 more requests while the task is starting", || async {
+        load.requests() >= requests + 300
+    })
+    .await;
+    assert_eq!(stack.tasks_in("website", "starting").await, vec![starting.clone()]);
+    let stats = load.stop().await;
+    report("swarm update that never gets healthy", &stats);
+    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
+    assert!(
+        !stats.seen.contains_key(&starting),
+        "the task that never got healthy ({starting}) was routed"
+    );
 }
