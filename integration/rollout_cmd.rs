@@ -88,10 +88,17 @@ impl Deploy {
         tag
     }
 
-    /// Builds `version` from the test image plus Dockerfile `lines`.
+    /// Builds `version` from the test image plus Dockerfile `lines`. The
+    /// label makes the image this test's own: two tests building the same
+    /// lines would otherwise share one cached image, and one test's `rmi`
+    /// could delete it under the other's tag.
     pub async fn build(&mut self, version: &str, lines: &[&str]) -> String {
         let tag = self.image(version);
-        let dockerfile = format!("FROM {IMAGE}\n{}\n", lines.join("\n"));
+        let dockerfile = format!(
+            "FROM {IMAGE}\nLABEL teal-test.owner={}\n{}\n",
+            self.prefix,
+            lines.join("\n")
+        );
         let mut child = Command::new("docker")
             .args(["build", "-q", "-t", &tag, "-"])
             .env("DOCKER_BUILDKIT", "0")
