@@ -142,9 +142,11 @@ impl Stack {
         ], &[]).await;
         let mut bodies = Vec::new();
         for task in tasks.lines() {
-            let format = "{{.Status.State}} {{.Status.ContainerStatus.ContainerID}}";
-            let status = run("docker", &["inspect", "-f", format, task], &[]).await;
-            if let Some(id) = status.strip_prefix(&format!("{state} ")) {
+            // A task that has no container yet has no ContainerStatus at all.
+            let status = run("docker", &["inspect", "-f", "{{json .Status}}", task], &[]).await;
+            let status: serde_json::Value = serde_json::from_str(&status).expect("task status JSON");
+            let id = status["ContainerStatus"]["ContainerID"].as_str().unwrap_or_default();
+            if status["State"] == state && !id.is_empty() {
                 bodies.push(body_of(id));
             }
         }
