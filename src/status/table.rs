@@ -52,9 +52,14 @@ fn table(report: &StatusReport, colour: bool) -> String {
         .services
         .iter()
         .flat_map(|service| {
+            let name = match (&service.preview_of, &service.live_slot) {
+                (Some(of), _) => format!("{} (preview of {of})", service.name),
+                (None, Some(live)) => format!("{} (live: {live})", service.name),
+                (None, None) => service.name.clone(),
+            };
             service.servers.iter().map(move |server| {
                 [
-                    service.name.clone(),
+                    name.clone(),
                     server.container_name.clone(),
                     format!("{}:{}", server.address, server.port),
                     server.state.clone(),
