@@ -4,9 +4,10 @@
 //!
 //! HAProxy (2.6) reports a server UP before its first check has run: a
 //! server added at runtime leaves maintenance UP, and so does one new in a
-//! reloaded config. With `fall 1`, one failed check takes it DOWN. So UP
-//! counts only once it has held for a check interval plus a margin for the
-//! check itself: by then a check has passed.
+//! reloaded config. A failed check is followed by two more 100 ms apart
+//! (`fall 3 fastinter 100ms`), which take it DOWN. So UP counts only once it
+//! has held for a check interval plus a margin for those checks: by then a
+//! check has passed.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
