@@ -203,11 +203,10 @@ impl Watcher {
             }
             "kill" => None,
             "die" | "stop" | "destroy" => Some(ContainerUpdate::Remove(id)),
-            _ => match inspect(docker, networks, &id.0).await? {
-                Some(facts) if facts.labels.contains_key(&format!("{}.service", self.label_prefix)) => {
-                    Some(ContainerUpdate::Upsert(facts))
-                }
-                Some(_) => None,
+            // Gone, or not ours (a network event about any container): a
+            // Remove of an id the model does not know changes nothing.
+            _ => match inspect(docker, networks, &self.label_prefix, &id.0).await? {
+                Some(facts) => Some(ContainerUpdate::Upsert(facts)),
                 None => Some(ContainerUpdate::Remove(id)),
             },
         })
@@ -252,16 +251,18 @@ async fn list_with(
     let mut all = Vec::new();
     for summary in docker.list_containers(Some(options)).await? {
         if let Some(id) = summary.id {
-            all.extend(inspect(docker, networks, &id).await?);
+            all.extend(inspect(docker, networks, label_prefix, &id).await?);
         }
     }
     Ok(all)
 }
 
-/// Inspects one container. `None` when it no longer exists.
+/// Inspects one container. `None` when it no longer exists or does not
+/// carry `<prefix>.service` (network events name any container).
 async fn inspect(
     docker: &Docker,
     networks: &mut NetworkDrivers,
+    label_prefix: &str,
     id: &str,
 ) -> Result<Option<ContainerFacts>, DockerError> {
     let inspect = match docker.inspect_container(id, None).await {
@@ -269,6 +270,15 @@ async fn inspect(
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
         Err(error) => return Err(error.into()),
     };
+    let service_label = format!("{label_prefix}.service");
+    let ours = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .is_some_and(|labels| labels.contains_key(&service_label));
+    if !ours {
+        return Ok(None);
+    }
     let network_ids: Vec<String> = inspect
         .network_settings
         .iter()
@@ -276,7 +286,7 @@ async fn inspect(
         .filter_map(|(_, endpoint)| endpoint.network_id.clone())
         .collect();
     for network_id in &network_ids {
-        networks.learn(docker, network_id).await?;
+        networks.learn(docker, network_id).await;
     }
     Ok(convert::container_facts(inspect, |id| networks.is_overlay(id)))
 }
@@ -286,21 +296,29 @@ async fn inspect(
 struct NetworkDrivers(HashMap<String, bool>);
 
 impl NetworkDrivers {
-    async fn learn(&mut self, docker: &Docker, id: &str) -> Result<(), DockerError> {
+    async fn learn(&mut self, docker: &Docker, id: &str) {
         if self.0.contains_key(id) {
-            return Ok(());
+            return;
         }
-        let overlay = match docker.inspect_network(id, None).await {
-            Ok(network) => network.driver.as_deref() == Some("overlay"),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
-            Err(error) => return Err(error.into()),
-        };
-        self.0.insert(id.to_owned(), overlay);
-        Ok(())
+        match docker.inspect_network(id, None).await {
+            Ok(network) => {
+                self.0
+                    .insert(id.to_owned(), network.driver.as_deref() == Some("overlay"));
+            }
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                self.0.insert(id.to_owned(), false);
+            }
+            // Not cached: asked again at the container's next inspect.
+            Err(error) => {
+                tracing::warn!(network = id, %error, "cannot inspect network; its addresses are treated as unreachable")
+            }
+        }
     }
 
+    /// Unknown networks count as overlays: an address teal cannot vouch for
+    /// is never rendered.
     fn is_overlay(&self, id: &str) -> bool {
-        self.0.get(id).copied().unwrap_or(false)
+        self.0.get(id).copied().unwrap_or(true)
     }
 }
 
