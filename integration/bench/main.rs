@@ -124,10 +124,12 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
         teal.servers_up().await == 1
     })
     .await;
-    let reloads_before = teal.reloads().await;
 
     let load = Load::start(teal.http, RATE, WORKERS, duration, connections);
     tokio::time::sleep(duration / 4).await;
+    // Read after the steady phase: the counter moves just after HAProxy
+    // already serves the first container.
+    let reloads_before = teal.reloads().await;
     let rollout_start = load.started.elapsed();
     let new_id = containers.run("web", new.options, new.command);
     let started = Instant::now();
@@ -225,8 +227,8 @@ async fn burst() {
         teal.servers_up().await == 1
     })
     .await;
-    let reloads_before = teal.reloads().await;
     let ids = containers.create_many("web", 100);
+    let reloads_before = teal.reloads().await;
     let started = Instant::now();
     containers.start_all(&ids);
     let last_started = started.elapsed();

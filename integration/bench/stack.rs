@@ -103,12 +103,12 @@ impl Containers {
 }
 
 impl Drop for Containers {
+    /// One at a time: `docker rm -f` with many ids removes them in parallel,
+    /// and Docker 20.10's network cleanup deadlocked under 200 of those.
     fn drop(&mut self) {
-        if !self.ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(self.ids.iter().map(String::as_str));
+        for id in &self.ids {
             let _ = Command::new("docker")
-                .args(&args)
+                .args(["rm", "-f", id])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
