@@ -233,10 +233,19 @@ async fn render_and_apply(
             Some(()) = cert_changes.recv() => {}
         }
         let changed_at = Instant::now();
-        // Coalesce a burst: wait out the debounce, then take the newest snapshot.
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(settings.debounce) => {}
+        // Taking servers out of rotation (a stop, a crash, a failed health
+        // check) cannot wait: every millisecond sends requests to a server
+        // that is going away. Anything else waits out the debounce, so a
+        // burst becomes one update.
+        let urgent = match (applier.applied(), snapshots.borrow().as_deref()) {
+            (Some((before, _)), Some(next)) => before.only_takes_servers_out(next),
+            _ => false,
+        };
+        if !urgent {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(settings.debounce) => {}
+            }
         }
         if settings.certs.is_some() {
             // Read after the debounce, so a certificate being written is whole.

@@ -348,6 +348,20 @@ impl Snapshot {
         changes
     }
 
+    /// True when every difference to `next` takes a server out of rotation
+    /// (removed, or no longer ready), and there is at least one.
+    pub fn only_takes_servers_out(&self, next: &Snapshot) -> bool {
+        let changes = self.changes(next);
+        !changes.is_empty()
+            && changes.iter().all(|change| match change {
+                Change::ServerRemoved { .. } => true,
+                Change::ServerUpdated { server, was, .. } => {
+                    was.state == ServerState::Ready && server.state != ServerState::Ready
+                }
+                Change::ServerAdded { .. } | Change::ContainerExcluded(_) => false,
+            })
+    }
+
     /// True when `next` has the same services with the same settings as
     /// `self`, whatever their servers: HAProxy's runtime API can then add,
     /// remove and change servers without a reload.

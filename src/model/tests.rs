@@ -345,3 +345,19 @@ fn https_redirect_is_a_service_setting() {
     inv.apply(ContainerUpdate::Upsert(f));
     assert!(inv.snapshot(&scope()).services[0].https_redirect);
 }
+
+#[test]
+fn taking_servers_out_is_told_apart() {
+    let mut inv = Inventory::default();
+    let a = facts("a", "web", "10.0.0.2");
+    inv.apply(ContainerUpdate::Upsert(a.clone()));
+    inv.apply(ContainerUpdate::Upsert(facts("bb", "web", "10.0.0.3")));
+    let two = inv.snapshot(&scope());
+    inv.apply(ContainerUpdate::Drain(a.id.clone()));
+    let drained = inv.snapshot(&scope());
+    assert!(two.only_takes_servers_out(&drained));
+    inv.apply(ContainerUpdate::Remove(a.id.clone()));
+    assert!(drained.only_takes_servers_out(&inv.snapshot(&scope())));
+    assert!(!drained.only_takes_servers_out(&two), "back to ready is not urgent");
+    assert!(!two.only_takes_servers_out(&two), "no change");
+}
