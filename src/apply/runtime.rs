@@ -53,7 +53,7 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Step>> {
                 let target = format!("{service}/{}", server.name);
                 let maxconn = server.maxconn.map(|m| format!(" maxconn {m}")).unwrap_or_default();
                 steps.push(Step::once(format!(
-                    "add server {target} {}:{} weight {}{maxconn} check inter {}ms fall 3 rise 1 fastinter 100ms observe layer4 error-limit 1 on-error sudden-death",
+                    "add server {target} {}:{} weight {}{maxconn} check inter {}ms fall 3 rise 1 fastinter 100ms",
                     server.address,
                     server.port,
                     configured_weight(server),
@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(
             commands(plan(&one, &two)),
             [
-                "add server web/app-bb-bb000000 10.0.0.3:8080 weight 100 check inter 500ms fall 3 rise 1 fastinter 100ms observe layer4 error-limit 1 on-error sudden-death",
+                "add server web/app-bb-bb000000 10.0.0.3:8080 weight 100 check inter 500ms fall 3 rise 1 fastinter 100ms",
                 "enable health web/app-bb-bb000000",
                 "set server web/app-bb-bb000000 state ready",
             ]

@@ -45,7 +45,7 @@ fn a_catch_all_service_is_the_default_backend() {
     assert_eq!(lines_with(&text, "default_backend"), ["default_backend web"]);
     assert_eq!(
         lines_with(&text, "server app-a"),
-        ["server app-a-a0000000 10.0.0.2:8080 weight 100 check inter 500ms fall 3 rise 1 fastinter 100ms observe layer4 error-limit 1 on-error sudden-death"]
+        ["server app-a-a0000000 10.0.0.2:8080 weight 100 check inter 500ms fall 3 rise 1 fastinter 100ms"]
     );
     assert!(text.contains("bind 127.0.0.1:8080"));
     assert!(text.contains("stats socket /run/t/haproxy.sock"));
