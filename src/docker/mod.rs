@@ -188,12 +188,13 @@ impl Watcher {
         let Some(id) = id else { return Ok(None) };
         let id = ContainerId(id);
         tracing::debug!(container = %id, action, "docker event");
+        // `health_status: healthy` and the like: the action is the part before ':'.
         let kind = action.split(':').next().unwrap_or_default().to_owned();
         self.metrics
             .docker_events
-            .get_or_create(&ActionLabel { action: kind })
+            .get_or_create(&ActionLabel { action: kind.clone() })
             .inc();
-        Ok(match action.split(':').next().unwrap_or_default() {
+        Ok(match kind.as_str() {
             "kill"
                 if attributes
                     .get("signal")
