@@ -2,6 +2,10 @@
 //! seconds, over a new connection per request (CC) or a kept-alive one (KA).
 //! Every request is recorded with when it started, how long it took and
 //! which container answered, so a run can be cut into phases afterwards.
+//!
+//! The load runs on a runtime of its own: the scenario around it blocks on
+//! `docker run` and `docker stop`, and a worker thread held by those would
+//! show up as latency that neither teal nor HAProxy caused.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,6 +41,7 @@ pub struct Load {
     pub started: Instant,
     first_seen: FirstSeen,
     workers: Vec<JoinHandle<WorkerResult>>,
+    runtime: tokio::runtime::Runtime,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,13 +49,19 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 impl Load {
     /// Runs `rate` requests per second for `duration` against `addr`.
     pub fn start(addr: SocketAddr, rate: u32, workers: u32, duration: Duration, mode: Connections) -> Load {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("load")
+            .enable_all()
+            .build()
+            .expect("load runtime");
         let started = Instant::now();
         let first_seen: FirstSeen = Arc::default();
         let period = Duration::from_secs_f64(f64::from(workers) / f64::from(rate));
         let handles = (0..workers)
             .map(|i| {
                 let first_seen = first_seen.clone();
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     // Spread the workers over one period so the rate is even.
                     tokio::time::sleep(period * i / workers).await;
                     worker(addr, period, started + duration, started, mode, first_seen).await
@@ -61,6 +72,7 @@ impl Load {
             started,
             first_seen,
             workers: handles,
+            runtime,
         }
     }
 
@@ -81,6 +93,8 @@ impl Load {
             }
         }
         samples.sort_by_key(|s| s.at);
+        // Every worker has ended; dropping a runtime inside another would panic.
+        self.runtime.shutdown_background();
         (samples, errors)
     }
 }

@@ -5,9 +5,11 @@
 //! cargo bench --bench rollout                      # every scenario, 60 s of load each
 //! cargo bench --bench rollout -- cc ka --seconds 20
 //! ```
-//! Scenarios: cc, ka, sigterm, slow-health, never-healthy, naive, burst,
-//! event-to-routable. Not part of the test run: it takes about 12 minutes.
+//! Scenarios: cc, ka, sigterm, slow-health, never-healthy, control, naive,
+//! burst, event-to-routable. Not part of the test run: it takes about 13
+//! minutes.
 
+mod app;
 mod load;
 mod stack;
 
@@ -20,9 +22,15 @@ use stack::{sh, wait_until, Containers, StaticHaproxy, Teal};
 const RATE: u32 = 1000;
 const WORKERS: u32 = 20;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        return app::serve();
+    }
+    tokio::runtime::Runtime::new().expect("runtime").block_on(run(args));
+}
+
+async fn run(args: Vec<String>) {
     let seconds = args
         .iter()
         .position(|a| a == "--seconds")
@@ -39,6 +47,7 @@ async fn main() {
         "bash",
         &[concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-images.sh")],
     );
+    app::build_image();
     let duration = Duration::from_secs(seconds);
 
     println!("teal rollout benchmark: {RATE} req/s for {seconds} s per scenario, {WORKERS} clients");
@@ -80,6 +89,9 @@ async fn main() {
             println!("{row}");
         }
     }
+    if wants("control") {
+        println!("{}", control(duration).await);
+    }
     if wants("naive") {
         println!("{}", naive(duration).await);
     }
@@ -107,8 +119,7 @@ enum Expect {
 
 /// The command a slow-to-health container runs: it serves at once, but its
 /// healthcheck passes only after 10 s.
-const SLOW_HEALTH_CMD: &str =
-    "echo $(hostname) > /www/index.html; (sleep 10; touch /tmp/ready) & exec httpd -f -p 8080 -h /www";
+const SLOW_HEALTH_CMD: &str = "(sleep 10; touch /tmp/ready) & exec /app serve";
 
 fn unique(name: &str) -> String {
     format!("bench{}{}", std::process::id(), name.replace('-', ""))
@@ -174,17 +185,55 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
     )
 }
 
+/// What Docker alone does to the tail: the same load and the same Docker
+/// work as `cc` (run a container, `docker stop -t 2` and remove one), but on
+/// a container teal ignores, so no routing changes. Its rollout p99 against
+/// its steady p99 is this machine's floor for that ratio.
+async fn control(duration: Duration) -> Row {
+    let prefix = unique("control");
+    let teal = Teal::start(&prefix).await;
+    let mut containers = Containers::new(&prefix);
+    containers.run("web", &[], &[]);
+    wait_until(Duration::from_secs(20), "the container is UP", async || {
+        teal.servers_up().await == 1
+    })
+    .await;
+    let load = Load::start(teal.http, RATE, WORKERS, duration, Connections::Close);
+    tokio::time::sleep(duration / 4).await;
+    let reloads_before = teal.reloads().await;
+    let rollout_start = load.started.elapsed();
+    let other = containers.run_unrouted();
+    containers.stop(&other, 2);
+    containers.remove(&other);
+    let rollout_end = load.started.elapsed() + Duration::from_secs(2);
+    let (samples, errors) = load.finish().await;
+    let reloads = teal.reloads().await - reloads_before;
+    if !errors.is_empty() {
+        eprintln!("  control: errors {errors:?}");
+    }
+    Row::new(
+        "control",
+        &samples,
+        rollout_start,
+        rollout_end,
+        Some(reloads),
+        None,
+        None,
+    )
+}
+
 /// For contrast: `docker-compose up -d --force-recreate` of a container
 /// published on loopback behind a static HAProxy config.
 async fn naive(duration: Duration) -> Row {
     let prefix = unique("naive");
     let dir = std::env::temp_dir().join(&prefix);
     std::fs::create_dir_all(&dir).expect("dir");
-    let app = stack::free_addr();
+    let published = stack::free_addr();
     let compose = format!(
-        "version: \"2.4\"\nservices:\n  web:\n    image: teal-test-app:latest\n    init: true\n    \
+        "version: \"2.4\"\nservices:\n  web:\n    image: {}\n    init: true\n    \
          ports: [\"127.0.0.1:{}:8080\"]\n",
-        app.port()
+        app::IMAGE,
+        published.port()
     );
     std::fs::write(dir.join("docker-compose.yml"), compose).expect("compose file");
     let project = dir.join("docker-compose.yml");
@@ -196,7 +245,7 @@ async fn naive(duration: Duration) -> Row {
     };
     compose(&["up", "-d"]);
     let bind = stack::free_addr();
-    let haproxy = StaticHaproxy::start(&dir.join("haproxy"), bind, app);
+    let haproxy = StaticHaproxy::start(&dir.join("haproxy"), bind, published);
     wait_until(Duration::from_secs(20), "the naive stack answers", async || {
         !stack::http_get(bind, "/").await.is_empty()
     })
@@ -354,7 +403,7 @@ impl Row {
 
     fn header() -> String {
         format!(
-            "{:<14} {:>8} {:>7} {:>8} {:>8} {:>8} {:>10} {:>11} {:>8} {:>10} {:>9}",
+            "{:<14} {:>8} {:>7} {:>8} {:>8} {:>8} {:>10} {:>11} {:>6} {:>8} {:>10} {:>9}",
             "scenario",
             "requests",
             "failed",
@@ -363,6 +412,7 @@ impl Row {
             "max ms",
             "steady p99",
             "rollout p99",
+            "ratio",
             "reloads",
             "start->200",
             "teal RSS"
@@ -375,7 +425,7 @@ impl std::fmt::Display for Row {
         let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
         write!(
             f,
-            "{:<14} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>11.1} {:>8} {:>10} {:>9}",
+            "{:<14} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>11.1} {:>5.1}x {:>8} {:>10} {:>9}",
             self.name,
             self.requests,
             self.failed,
@@ -384,6 +434,7 @@ impl std::fmt::Display for Row {
             self.max,
             self.steady_p99,
             self.rollout_p99,
+            self.rollout_p99 / self.steady_p99,
             or_dash(self.reloads.map(|r| r.to_string())),
             or_dash(
                 self.start_to_routed

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// The test image, which [`crate::app::IMAGE`] builds on.
 pub const IMAGE: &str = "teal-test-app:latest";
 
 pub fn free_addr() -> SocketAddr {
@@ -71,11 +72,18 @@ impl Containers {
             args.push("-d");
         }
         args.extend_from_slice(options);
-        args.push(IMAGE);
+        args.push(crate::app::IMAGE);
         args.extend_from_slice(command);
         let id = sh("docker", &args);
         self.ids.push(id.clone());
         id
+    }
+
+    /// `docker run -d` of the app with no label: a container teal ignores.
+    pub fn run_unrouted(&mut self) -> String {
+        let id = sh("docker", &["run", "-d", crate::app::IMAGE]);
+        self.ids.push(id.clone());
+        id[..12].to_owned()
     }
 
     /// Creates `n` containers without starting them.
