@@ -26,6 +26,7 @@ mod reconnect;
 mod rollout;
 mod rollout_cmd;
 mod routing;
+mod runtime_api;
 mod status;
 mod swarm;
 mod switch;

@@ -14,6 +14,12 @@ use crate::model::{Change, Server, ServerState, Snapshot};
 
 use super::socket;
 
+/// HAProxy 2.6 gives a dynamic server no pool of idle connections (a limit
+/// of 0, purged at once), so every request to it opened a new connection:
+/// 200 keep-alive requests made 200 connects, against 1 for a server from the
+/// config. These are the values a config server gets by default.
+const IDLE_POOL: &str = "pool-max-conn -1 pool-purge-delay 5s";
+
 /// One admin-socket command. Backend = service name and server = server
 /// name, as the default template renders them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +59,7 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Step>> {
                 let target = format!("{service}/{}", server.name);
                 let maxconn = server.maxconn.map(|m| format!(" maxconn {m}")).unwrap_or_default();
                 steps.push(Step::once(format!(
-                    "add server {target} {}:{} weight {}{maxconn} check inter {}ms fall 3 rise 1 fastinter 100ms",
+                    "add server {target} {}:{} weight {}{maxconn} {IDLE_POOL} check inter {}ms fall 3 rise 1 fastinter 100ms",
                     server.address,
                     server.port,
                     configured_weight(server),
@@ -168,7 +174,8 @@ mod tests {
         assert_eq!(
             commands(plan(&one, &two)),
             [
-                "add server web/app-bb-bb000000 10.0.0.3:8080 weight 100 check inter 500ms fall 3 rise 1 fastinter 100ms",
+                "add server web/app-bb-bb000000 10.0.0.3:8080 weight 100 pool-max-conn -1 pool-purge-delay 5s check inter 500ms \
+                 fall 3 rise 1 fastinter 100ms",
                 "enable health web/app-bb-bb000000",
                 "set server web/app-bb-bb000000 state ready",
             ]
