@@ -216,6 +216,9 @@ async fn render_and_apply(
         None => None,
     };
     let mut renderer = Renderer::load(settings.template.as_deref())?;
+    // The template or the certificates changed since the last apply: only
+    // then may the last applied snapshot render differently now.
+    let mut rendering_changed = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -224,6 +227,7 @@ async fn render_and_apply(
                 Ok(next) => {
                     tracing::info!("template changed; re-rendering");
                     renderer = next;
+                    rendering_changed = true;
                 }
                 Err(error) => {
                     tracing::error!(%error, "template edit refused; the last good config keeps serving");
@@ -253,6 +257,7 @@ async fn render_and_apply(
                 Ok(next) if next.tls != context_settings.tls => {
                     tracing::info!("certificates changed; re-rendering");
                     context_settings = next;
+                    rendering_changed = true;
                 }
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "certificates not re-read; the last good ones stay"),
@@ -277,14 +282,21 @@ async fn render_and_apply(
             .observe(render_started.elapsed().as_secs_f64());
         // The runtime API can only carry server changes: it may be used when
         // the last applied snapshot, rendered now, still gives the last
-        // applied text (same template, settings and certificates).
+        // applied text (same template, settings and certificates). Rendered
+        // again only after an edit: at 10,000 servers a render takes 40-70 ms.
         let only_servers_changed = applier.applied().is_some_and(|(before, text)| {
-            renderer
-                .render(&Context::new(&context_settings, before))
-                .is_ok_and(|t| t == text)
+            !rendering_changed
+                || renderer
+                    .render(&Context::new(&context_settings, before))
+                    .is_ok_and(|t| t == text)
         });
         let apply_started = Instant::now();
         let result = applier.apply(&snapshot, text, only_servers_changed).await;
+        // Unchanged leaves the last applied snapshot as it was, rendered
+        // before any edit.
+        if matches!(&result, Ok(outcome) if !matches!(outcome, Outcome::Unchanged)) {
+            rendering_changed = false;
+        }
         outputs.observe(&result, apply_started, changed_at);
     }
     applier.stop().await;
