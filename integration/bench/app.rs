@@ -92,6 +92,7 @@ pub fn build_image() {
         super::stack::IMAGE
     );
     std::fs::write(context.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    let previous = image_id();
     let out = Command::new("docker")
         .args(["build", "-q", "-t", IMAGE])
         .arg(&context)
@@ -104,6 +105,20 @@ pub fn build_image() {
         "docker build of {IMAGE} failed: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
+    // The last run's build is left untagged: remove it unless unchanged.
+    if let Some(previous) = previous.filter(|id| Some(id) != image_id().as_ref()) {
+        let _ = Command::new("docker").args(["image", "rm", &previous]).output();
+    }
+}
+
+fn image_id() -> Option<String> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", IMAGE])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn copy_into(rootfs: &Path, from: &Path, to: &Path) {
