@@ -125,12 +125,24 @@ fn unique(name: &str) -> String {
     format!("bench{}{}", std::process::id(), name.replace('-', ""))
 }
 
-/// Scale to two, wait until the new one is served, `docker stop` the old one.
-async fn rollout(name: &str, connections: Connections, old_options: &[&str], new: New, duration: Duration) -> Row {
+/// A scenario after its steady phase: one container of service `web`
+/// served under load for a quarter of the run.
+struct Steady {
+    teal: Teal,
+    containers: Containers,
+    /// The container's id, which is also its answer.
+    old: String,
+    load: Load,
+    reloads_before: u64,
+    /// When the steady phase ended, from the start of the load.
+    rollout_start: Duration,
+}
+
+async fn steady(name: &str, connections: Connections, options: &[&str], duration: Duration) -> Steady {
     let prefix = unique(name);
     let teal = Teal::start(&prefix).await;
     let mut containers = Containers::new(&prefix);
-    let old = containers.run("web", old_options, &[]);
+    let old = containers.run("web", options, &[]);
     wait_until(Duration::from_secs(20), "the first container is UP", async || {
         teal.servers_up().await == 1
     })
@@ -142,6 +154,26 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
     // already serves the first container.
     let reloads_before = teal.reloads().await;
     let rollout_start = load.started.elapsed();
+    Steady {
+        teal,
+        containers,
+        old,
+        load,
+        reloads_before,
+        rollout_start,
+    }
+}
+
+/// Scale to two, wait until the new one is served, `docker stop` the old one.
+async fn rollout(name: &str, connections: Connections, old_options: &[&str], new: New, duration: Duration) -> Row {
+    let Steady {
+        teal,
+        mut containers,
+        old,
+        load,
+        reloads_before,
+        rollout_start,
+    } = steady(name, connections, old_options, duration).await;
     let new_id = containers.run("web", new.options, new.command);
     let started = Instant::now();
 
@@ -190,18 +222,14 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
 /// a container teal ignores, so no routing changes. Its rollout p99 against
 /// its steady p99 is this machine's floor for that ratio.
 async fn control(duration: Duration) -> Row {
-    let prefix = unique("control");
-    let teal = Teal::start(&prefix).await;
-    let mut containers = Containers::new(&prefix);
-    containers.run("web", &[], &[]);
-    wait_until(Duration::from_secs(20), "the container is UP", async || {
-        teal.servers_up().await == 1
-    })
-    .await;
-    let load = Load::start(teal.http, RATE, WORKERS, duration, Connections::Close);
-    tokio::time::sleep(duration / 4).await;
-    let reloads_before = teal.reloads().await;
-    let rollout_start = load.started.elapsed();
+    let Steady {
+        teal,
+        mut containers,
+        load,
+        reloads_before,
+        rollout_start,
+        ..
+    } = steady("control", Connections::Close, &[], duration).await;
     let other = containers.run_unrouted();
     containers.stop(&other, 2);
     containers.remove(&other);

@@ -61,13 +61,28 @@ impl Containers {
     /// before the image, `command` after it); returns the container's
     /// hostname (its 12-digit id), which is also its HTTP body.
     pub fn run(&mut self, service: &str, options: &[&str], command: &[&str]) -> String {
-        let id = self.docker_create_or_run("run", service, options, command);
+        let id = self.docker_create_or_run("run", Some(service), options, command);
         id[..12].to_owned()
     }
 
-    fn docker_create_or_run(&mut self, verb: &str, service: &str, options: &[&str], command: &[&str]) -> String {
-        let label = format!("{}.service={service}", self.prefix);
-        let mut args = vec![verb, "--label", &label];
+    /// `docker run -d` of the app with no label: a container teal ignores.
+    pub fn run_unrouted(&mut self) -> String {
+        let id = self.docker_create_or_run("run", None, &[], &[]);
+        id[..12].to_owned()
+    }
+
+    fn docker_create_or_run(
+        &mut self,
+        verb: &str,
+        service: Option<&str>,
+        options: &[&str],
+        command: &[&str],
+    ) -> String {
+        let label = service.map(|service| format!("{}.service={service}", self.prefix));
+        let mut args = vec![verb];
+        if let Some(label) = &label {
+            args.extend(["--label", label.as_str()]);
+        }
         if verb == "run" {
             args.push("-d");
         }
@@ -79,17 +94,10 @@ impl Containers {
         id
     }
 
-    /// `docker run -d` of the app with no label: a container teal ignores.
-    pub fn run_unrouted(&mut self) -> String {
-        let id = sh("docker", &["run", "-d", crate::app::IMAGE]);
-        self.ids.push(id.clone());
-        id[..12].to_owned()
-    }
-
     /// Creates `n` containers without starting them.
     pub fn create_many(&mut self, service: &str, n: usize) -> Vec<String> {
         (0..n)
-            .map(|_| self.docker_create_or_run("create", service, &[], &[]))
+            .map(|_| self.docker_create_or_run("create", Some(service), &[], &[]))
             .collect()
     }
 
