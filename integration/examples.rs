@@ -190,12 +190,7 @@ pub fn report(what: &str, stats: &LoadStats) {
         stats.requests,
         stats.failures,
         stats.errors,
-        stats
-            .seen
-            .iter()
-            .map(|(body, s)| format!("{body}={}", s.count))
-            .collect::<Vec<_>>()
-            .join(" ")
+        stats.served()
     );
 }
 

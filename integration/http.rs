@@ -96,6 +96,17 @@ pub struct LoadStats {
     pub seen: HashMap<String, Seen>,
 }
 
+impl LoadStats {
+    /// Who served how many requests, as `body=count` pairs, for test logs.
+    pub fn served(&self) -> String {
+        self.seen
+            .iter()
+            .map(|(body, s)| format!("{body}={}", s.count))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// N clients, each in a loop: new connection, one GET, close. Runs until
 /// `stop`; the stats are readable while it runs.
 pub struct Load {

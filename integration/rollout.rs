@@ -42,12 +42,7 @@ async fn rollout_under_load_loses_no_request() {
         stats.requests,
         stats.failures,
         start_to_first.as_millis(),
-        stats
-            .seen
-            .iter()
-            .map(|(body, s)| format!("{body}={}", s.count))
-            .collect::<Vec<_>>()
-            .join(" ")
+        stats.served()
     );
     assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
     let old_last = stats.seen.get(&old.body).and_then(|s| s.last);
