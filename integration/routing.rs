@@ -303,6 +303,12 @@ async fn a_container_on_two_networks_is_reached_on_the_one_it_names() {
     let back_ip = ip_on(&docker, &named, &back).await;
     let front_ip = ip_on(&docker, &named, &front).await;
     assert!(!back_ip.is_empty() && back_ip != front_ip, "{back_ip} / {front_ip}");
+    // A server joining a service reaches HAProxy through its runtime API
+    // first; haproxy.cfg follows once `haproxy -c` has passed.
+    wait_until(CONVERGE, "haproxy.cfg follows the runtime API", || async {
+        teal.config().contains(&format!(" {back_ip}:8080 "))
+    })
+    .await;
     let config = teal.config();
     assert!(
         config.contains(&format!(" {back_ip}:8080 ")),
