@@ -244,7 +244,8 @@ async fn weight_health_path_balance_and_limits_take_effect() {
     let web = config.split("\nbackend web\n").nth(1).expect("backend web");
     assert!(web.contains("balance leastconn"), "{web}");
     assert!(web.contains("option httpchk GET /"), "{web}");
-    assert!(web.contains("maxconn 5 check inter 2000ms"), "{web}");
+    assert!(web.contains("default-server check inter 2000ms"), "{web}");
+    assert!(web.contains(" maxconn 5\n"), "{web}");
     assert!(web.contains(&format!("{}-{} ", idle.name, &idle.id[..8])), "{web}");
 }
 

@@ -181,9 +181,13 @@ fn per_service_settings_are_rendered() {
     assert_eq!(
         lines_with(&text, "server app-"),
         [
-            "server app-a-a0000000 10.0.0.2:8080 weight 7 maxconn 50 check inter 2000ms fall 3 rise 1 fastinter 100ms",
-            "server app-bb-bb000000 10.0.0.3:8080 weight 0 check inter 2000ms fall 3 rise 1 fastinter 100ms",
+            "server app-a-a0000000 10.0.0.2:8080 weight 7 maxconn 50",
+            "server app-bb-bb000000 10.0.0.3:8080 weight 0",
         ]
+    );
+    assert_eq!(
+        lines_with(&text, "default-server"),
+        ["default-server check inter 2000ms fall 3 rise 1 fastinter 100ms"]
     );
 }
 
