@@ -162,3 +162,63 @@ async fn a_config_haproxy_rejects_shows_in_status_and_metrics() {
         "the last good config keeps serving"
     );
 }
+
+/// A server change goes to the running HAProxy through the runtime API and
+/// the file is checked only once changes pause: a file HAProxy would not
+/// load (here, from a custom template's server line) is then reported,
+/// while HAProxy keeps serving the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_change_whose_file_does_not_load_is_reported_and_keeps_serving() {
+    let prefix = unique_prefix();
+    let docker = Docker::shared();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let template = dir.path().join("haproxy.cfg.hbs");
+    let good = std::fs::read_to_string(repo_root().join("haproxy/haproxy.cfg.hbs")).expect("default template");
+    let server_line = good
+        .lines()
+        .find(|l| l.trim_start().starts_with("server {{name}}"))
+        .expect("the default template's server line");
+    // Only a server with a maxconn gets the unknown keyword.
+    let custom = good.replacen(
+        server_line,
+        &format!("{server_line}{{{{#if maxconn}}}} no-such-keyword-teal{{{{/if}}}}"),
+        1,
+    );
+    std::fs::write(&template, custom).expect("write template");
+    let teal = Teal::builder(&prefix).template(&template).start().await;
+    let a = docker.container(&prefix, "a").service("web").run().await;
+    teal.wait_served_by(&a.body, CONVERGE).await;
+    let reloads = || async { metrics(&teal).await.get("teal_reloads_total{result=\"ok\"}").copied() };
+    let reloads_before = reloads().await;
+
+    let b = docker
+        .container(&prefix, "b")
+        .service("web")
+        .label("maxconn", "5")
+        .run()
+        .await;
+    teal.wait_served_by(&b.body, CONVERGE).await;
+    let report = wait_for(CONVERGE, "/status shows the file that does not load", || async {
+        let report = teal::status::fetch(teal.status).await.ok()?;
+        report.last_reload.clone().filter(|r| !r.ok)
+    })
+    .await;
+    assert!(
+        report
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no-such-keyword-teal"),
+        "{report:?}"
+    );
+    assert!(
+        metrics(&teal)
+            .await
+            .get("teal_config_validation_failures_total")
+            .is_some_and(|n| *n >= 1.0),
+        "the failed check is counted"
+    );
+    assert_eq!(reloads().await, reloads_before, "b joined without a reload");
+    teal.wait_served_by(&a.body, CONVERGE).await;
+    teal.wait_served_by(&b.body, CONVERGE).await;
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use notify::Watcher as _;
@@ -197,6 +197,11 @@ fn log_changes(before: &Snapshot, after: &Snapshot) {
 
 /// Renders each new snapshot (after the debounce) or template edit and
 /// applies it. Errors keep the last good config and are logged.
+/// How long changes must pause before the file written for runtime API
+/// changes is checked: a rollout's add, drain and remove are one check, made
+/// after the rollout rather than during it.
+const MIRROR_CHECK_AFTER: Duration = Duration::from_secs(5);
+
 async fn render_and_apply(
     settings: &Settings,
     mut applier: Applier,
@@ -235,6 +240,14 @@ async fn render_and_apply(
                 }
             },
             Some(()) = cert_changes.recv() => {}
+            _ = tokio::time::sleep(MIRROR_CHECK_AFTER), if applier.mirror_unchecked() => {
+                if let Err(error) = applier.check_mirror().await {
+                    tracing::error!(%error, "the config written for runtime changes does not load; HAProxy keeps running them, but the next reload will be refused");
+                    outputs.metrics.validation_failures.inc();
+                    outputs.record(Err(error.to_string()));
+                }
+                continue;
+            }
         }
         let changed_at = Instant::now();
         // Taking servers out of rotation (a stop, a crash, a failed health
