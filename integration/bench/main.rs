@@ -5,9 +5,9 @@
 //! cargo bench --bench rollout                      # every scenario, 60 s of load each
 //! cargo bench --bench rollout -- cc ka --seconds 20
 //! ```
-//! Scenarios: cc, ka, sigterm, slow-health, never-healthy, control, naive,
-//! burst, event-to-routable. Not part of the test run: it takes about 13
-//! minutes.
+//! Scenarios: cc, ka, sigterm, slow-health, never-healthy, control,
+//! control-sigterm, naive, burst, event-to-routable. Not part of the test
+//! run: it takes about 15 minutes.
 
 mod app;
 mod load;
@@ -89,8 +89,10 @@ async fn run(args: Vec<String>) {
             println!("{row}");
         }
     }
-    if wants("control") {
-        println!("{}", control(duration).await);
+    for (name, options) in [("control", plain), ("control-sigterm", exits_at_once)] {
+        if wants(name) {
+            println!("{}", control(name, options, duration).await);
+        }
     }
     if wants("naive") {
         println!("{}", naive(duration).await);
@@ -218,10 +220,11 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
 }
 
 /// What Docker alone does to the tail: the same load and the same Docker
-/// work as `cc` (run a container, `docker stop -t 2` and remove one), but on
-/// a container teal ignores, so no routing changes. Its rollout p99 against
-/// its steady p99 is this machine's floor for that ratio.
-async fn control(duration: Duration) -> Row {
+/// work as `cc` (run a container, `docker stop -t 2` and remove one), or as
+/// `sigterm` (the container exits at once on the stop), but on a container
+/// teal ignores, so no routing changes. Its rollout p99 against its steady
+/// p99 is this machine's floor for that ratio.
+async fn control(name: &str, options: &[&str], duration: Duration) -> Row {
     let Steady {
         teal,
         mut containers,
@@ -229,25 +232,17 @@ async fn control(duration: Duration) -> Row {
         reloads_before,
         rollout_start,
         ..
-    } = steady("control", Connections::Close, &[], duration).await;
-    let other = containers.run_unrouted();
+    } = steady(name, Connections::Close, &[], duration).await;
+    let other = containers.run_unrouted(options);
     containers.stop(&other, 2);
     containers.remove(&other);
     let rollout_end = load.started.elapsed() + Duration::from_secs(2);
     let (samples, errors) = load.finish().await;
     let reloads = teal.reloads().await - reloads_before;
     if !errors.is_empty() {
-        eprintln!("  control: errors {errors:?}");
+        eprintln!("  {name}: errors {errors:?}");
     }
-    Row::new(
-        "control",
-        &samples,
-        rollout_start,
-        rollout_end,
-        Some(reloads),
-        None,
-        None,
-    )
+    Row::new(name, &samples, rollout_start, rollout_end, Some(reloads), None, None)
 }
 
 /// For contrast: `docker-compose up -d --force-recreate` of a container

@@ -66,8 +66,8 @@ impl Containers {
     }
 
     /// `docker run -d` of the app with no label: a container teal ignores.
-    pub fn run_unrouted(&mut self) -> String {
-        let id = self.docker_create_or_run("run", None, &[], &[]);
+    pub fn run_unrouted(&mut self, options: &[&str]) -> String {
+        let id = self.docker_create_or_run("run", None, options, &[]);
         id[..12].to_owned()
     }
 
