@@ -195,13 +195,13 @@ fn log_changes(before: &Snapshot, after: &Snapshot) {
     }
 }
 
-/// Renders each new snapshot (after the debounce) or template edit and
-/// applies it. Errors keep the last good config and are logged.
 /// How long changes must pause before the file written for runtime API
 /// changes is checked: a rollout's add, drain and remove are one check, made
 /// after the rollout rather than during it.
 const MIRROR_CHECK_AFTER: Duration = Duration::from_secs(5);
 
+/// Renders each new snapshot (after the debounce) or template edit and
+/// applies it. Errors keep the last good config and are logged.
 async fn render_and_apply(
     settings: &Settings,
     mut applier: Applier,
