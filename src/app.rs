@@ -224,21 +224,12 @@ async fn render_and_apply(
     // The template or the certificates changed since the last apply: only
     // then may the last applied snapshot render differently now.
     let mut rendering_changed = false;
+    let mut template_edited = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             changed = snapshots.changed() => if changed.is_err() { break },
-            Some(()) = template_edits.recv() => match Renderer::load(settings.template.as_deref()) {
-                Ok(next) => {
-                    tracing::info!("template changed; re-rendering");
-                    renderer = next;
-                    rendering_changed = true;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "template edit refused; the last good config keeps serving");
-                    continue;
-                }
-            },
+            Some(()) = template_edits.recv() => template_edited = true,
             Some(()) = cert_changes.recv() => {}
             _ = tokio::time::sleep(MIRROR_CHECK_AFTER), if applier.mirror_unchecked() => {
                 if let Err(error) = applier.check_mirror().await {
@@ -262,6 +253,18 @@ async fn render_and_apply(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(settings.debounce) => {}
+            }
+        }
+        if std::mem::take(&mut template_edited) {
+            // Read after the debounce, so a template being written is whole:
+            // one caught between truncate and write renders an empty config.
+            match Renderer::load(settings.template.as_deref()) {
+                Ok(next) => {
+                    tracing::info!("template changed; re-rendering");
+                    renderer = next;
+                    rendering_changed = true;
+                }
+                Err(error) => tracing::error!(%error, "template edit refused; the last good config keeps serving"),
             }
         }
         if settings.certs.is_some() {

@@ -280,11 +280,14 @@ pub async fn validate(haproxy: &Path, config: &Path) -> Result<(), ApplyError> {
     if output.status.success() {
         Ok(())
     } else {
-        // HAProxy's [ALERT] lines say what is wrong; the rest is noise.
+        // HAProxy's [ALERT] lines say what is wrong; the rest is noise. A
+        // config without a listener is refused on stdout alone.
         let stderr = String::from_utf8_lossy(&output.stderr);
         let alerts: Vec<&str> = stderr.lines().filter(|l| l.contains("[ALERT]")).collect();
         let message = if alerts.is_empty() {
-            stderr.trim().to_owned()
+            format!("{} {}", stderr.trim(), String::from_utf8_lossy(&output.stdout).trim())
+                .trim()
+                .to_owned()
         } else {
             alerts.join("\n")
         };
