@@ -122,9 +122,8 @@ async fn a_config_haproxy_rejects_shows_in_status_and_metrics() {
     let prefix = unique_prefix();
     let docker = Docker::shared();
     let dir = tempfile::tempdir().expect("temp dir");
-    let template = dir.path().join("haproxy.cfg.hbs");
-    let good = std::fs::read_to_string(repo_root().join("haproxy/haproxy.cfg.hbs")).expect("default template");
-    std::fs::write(&template, &good).expect("write template");
+    let good = default_template();
+    let template = template_file(dir.path(), &good);
     let teal = Teal::builder(&prefix).template(&template).start().await;
     let a = docker.container(&prefix, "a").service("web").run().await;
     teal.wait_served_by(&a.body, CONVERGE).await;
@@ -172,8 +171,7 @@ async fn a_runtime_change_whose_file_does_not_load_is_reported_and_keeps_serving
     let prefix = unique_prefix();
     let docker = Docker::shared();
     let dir = tempfile::tempdir().expect("temp dir");
-    let template = dir.path().join("haproxy.cfg.hbs");
-    let good = std::fs::read_to_string(repo_root().join("haproxy/haproxy.cfg.hbs")).expect("default template");
+    let good = default_template();
     let server_line = good
         .lines()
         .find(|l| l.trim_start().starts_with("server {{name}}"))
@@ -184,10 +182,16 @@ async fn a_runtime_change_whose_file_does_not_load_is_reported_and_keeps_serving
         &format!("{server_line}{{{{#if maxconn}}}} no-such-keyword-teal{{{{/if}}}}"),
         1,
     );
-    std::fs::write(&template, custom).expect("write template");
+    let template = template_file(dir.path(), &custom);
     let teal = Teal::builder(&prefix).template(&template).start().await;
     let a = docker.container(&prefix, "a").service("web").run().await;
     teal.wait_served_by(&a.body, CONVERGE).await;
+    // HAProxy serves a just before teal counts the reload that added it.
+    wait_until(CONVERGE, "a's reload is recorded", || async {
+        let report = teal::status::fetch(teal.status).await;
+        report.is_ok_and(|r| r.last_reload.is_some_and(|l| l.outcome.as_deref() == Some("reloaded")))
+    })
+    .await;
     let reloads = || async { metrics(&teal).await.get("teal_reloads_total{result=\"ok\"}").copied() };
     let reloads_before = reloads().await;
 
@@ -221,4 +225,15 @@ async fn a_runtime_change_whose_file_does_not_load_is_reported_and_keeps_serving
     assert_eq!(reloads().await, reloads_before, "b joined without a reload");
     teal.wait_served_by(&a.body, CONVERGE).await;
     teal.wait_served_by(&b.body, CONVERGE).await;
+}
+
+fn default_template() -> String {
+    std::fs::read_to_string(repo_root().join("haproxy/haproxy.cfg.hbs")).expect("default template")
+}
+
+/// `text` as `haproxy.cfg.hbs` in `dir`, for `--template`.
+fn template_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("haproxy.cfg.hbs");
+    std::fs::write(&path, text).expect("write template");
+    path
 }
