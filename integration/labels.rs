@@ -1,11 +1,11 @@
 //! Label validation: a bad value leaves that container out (with the reason
-//! in the log) and never reaches haproxy.cfg; everything else keeps serving.
+//! in `/status`) and never reaches haproxy.cfg; everything else keeps serving.
 
 use std::time::Duration;
 
-use crate::docker::{Container, Docker};
+use crate::docker::Docker;
 use crate::teal::Teal;
-use crate::util::{unique_prefix, wait_for};
+use crate::util::unique_prefix;
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
@@ -34,28 +34,13 @@ async fn bad_label_leaves_only_that_container_out() {
     assert_eq!(seen, vec![good.body.clone(); 20], "only the good container");
 
     // The reason names the label (the container names do not contain it).
-    let line = wait_for(CONVERGE, "teal logs why bad-a is left out", || async {
-        log_line_about(&teal, &bad_port, "port")
-    })
-    .await;
-    eprintln!("bad port: {line}");
-    let line = wait_for(CONVERGE, "teal logs why bad-b is left out", || async {
-        log_line_about(&teal, &bad_host, "host")
-    })
-    .await;
-    eprintln!("bad host: {line}");
+    let reason = teal.wait_excluded(&bad_port, &format!("{prefix}.port"), CONVERGE).await;
+    eprintln!("bad port: {reason}");
+    let reason = teal.wait_excluded(&bad_host, &format!("{prefix}.host"), CONVERGE).await;
+    eprintln!("bad host: {reason}");
 
     let config = teal.config();
     for value in ["notaport", "bad host"] {
         assert!(!config.contains(value), "{value:?} reached haproxy.cfg:\n{config}");
     }
-}
-
-/// The first log line naming this container (by name or short id) and `word`.
-fn log_line_about(teal: &Teal, c: &Container, word: &str) -> Option<String> {
-    teal.log()
-        .lines()
-        .filter(|l| l.contains(&c.name) || l.contains(&c.id[..12]))
-        .find(|l| l.to_lowercase().contains(word))
-        .map(str::to_owned)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::docker::{Container, Docker};
 use crate::http;
 use crate::teal::Teal;
-use crate::util::{free_port, unique_prefix, wait_for, wait_until};
+use crate::util::{free_port, unique_prefix, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
@@ -31,12 +31,6 @@ async fn wait_served(teal: &Teal, host: &str, path: &str, want: &str) {
 async fn serve_path(docker: &Docker, c: &Container, path: &str) {
     let script = format!("mkdir -p /www{path} && cp /www/index.html /www{path}/index.html");
     docker.exec(c, &["sh", "-c", &script]).await;
-}
-
-fn log_mentions(teal: &Teal, c: &Container, reason: &str) -> bool {
-    teal.log()
-        .lines()
-        .any(|l| (l.contains(&c.name) || l.contains(&c.id[..12])) && l.contains(reason))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +125,7 @@ async fn a_known_service_with_nothing_ready_answers_503() {
         .await;
     wait_served(&teal, &sick_host, "/", "HTTP 503").await;
     wait_served(&teal, &lost_host, "/", "HTTP 503").await;
-    assert!(log_mentions(&teal, &lost, "not attached to network"), "{}", teal.log());
+    teal.wait_excluded(&lost, "not attached to network", CONVERGE).await;
     assert_eq!(served(&teal, "nobody.test", "/").await, "HTTP 404");
 }
 
@@ -179,11 +173,9 @@ async fn tcp_services_and_their_port_conflicts() {
     // all three was applied (nothing failed to reload).
     let web = docker.container(&prefix, "web").service("web").run().await;
     teal.wait_served_by(&web.body, CONVERGE).await;
-    wait_until(CONVERGE, "teal says why rival and squatter are left out", || async {
-        log_mentions(&teal, &rival, "already taken by tcp service db")
-            && log_mentions(&teal, &squatter, "teal's own listeners")
-    })
-    .await;
+    teal.wait_excluded(&rival, "already taken by tcp service db", CONVERGE)
+        .await;
+    teal.wait_excluded(&squatter, "teal's own listeners", CONVERGE).await;
     let config = teal.config();
     assert!(
         !config.contains("teal_tcp_rival") && !config.contains("teal_tcp_squatter"),
@@ -293,10 +285,7 @@ async fn a_container_on_two_networks_is_reached_on_the_one_it_names() {
         .run()
         .await;
     // Only on `front` so far: `named` is left out for now.
-    wait_until(CONVERGE, "named is left out until it joins back", || async {
-        log_mentions(&teal, &named, "not attached to network")
-    })
-    .await;
+    teal.wait_excluded(&named, "not attached to network", CONVERGE).await;
     docker.run(&["network", "connect", &back, &named.id]).await;
     docker.run(&["network", "connect", &back, &unnamed.id]).await;
 
@@ -318,14 +307,7 @@ async fn a_container_on_two_networks_is_reached_on_the_one_it_names() {
     assert!(!config.contains(&format!(" {front_ip}:8080 ")), "{config}");
 
     // On two networks without the label, teal cannot choose: left out.
-    let reason = wait_for(CONVERGE, "unnamed is left out for being on two networks", || async {
-        teal.log()
-            .lines()
-            .find(|l| l.contains(&unnamed.name) && l.contains("several networks"))
-            .map(str::to_owned)
-    })
-    .await;
-    assert!(reason.contains("network"), "{reason}");
+    teal.wait_excluded(&unnamed, "several networks", CONVERGE).await;
     drop(teal);
     drop(docker);
     drop(networks);

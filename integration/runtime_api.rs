@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::docker::{Container, Docker};
 use crate::teal::Teal;
-use crate::util::{free_port, unique_prefix};
+use crate::util::{free_port, unique_prefix, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
@@ -30,16 +30,29 @@ async fn a_server_added_at_runtime_reuses_idle_connections() {
     let first = KeepAliveApp::start("first").await;
     let a = labels_only(&docker, &prefix, "a", first.port).await;
     teal.wait_served_by("first", CONVERGE).await;
+    // HAProxy serves `first` just before teal counts the reload that added it.
+    wait_until(CONVERGE, "the reload that added a is recorded", || async {
+        let report = teal::status::fetch(teal.status).await;
+        report.is_ok_and(|r| r.last_reload.is_some_and(|l| l.outcome.as_deref() == Some("reloaded")))
+    })
+    .await;
+    let reloads = teal.reloads().await;
     // The second joins an existing service: `add server`, no reload.
     let second = KeepAliveApp::start("second").await;
     let _b = labels_only(&docker, &prefix, "b", second.port).await;
     teal.wait_served_by("second", CONVERGE).await;
+    assert_eq!(
+        teal.reloads().await,
+        reloads,
+        "the second server came with a reload, not through the runtime API"
+    );
     docker.stop(&a).await;
     teal.wait_only(&["second"], CONVERGE).await;
-    assert!(
-        teal.log().contains("outcome=Runtime"),
-        "the second server was not added through the runtime API:\n{}",
-        teal.log()
+    // A reload since would have made `second` a server from the config file.
+    assert_eq!(
+        teal.reloads().await,
+        reloads,
+        "draining the first server reloaded HAProxy"
     );
 
     let before = second.connections.load(Ordering::SeqCst);

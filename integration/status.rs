@@ -2,7 +2,6 @@
 //! describe the running stack, a left-out container with its reason, and a
 //! config HAProxy rejected.
 
-use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,30 +11,6 @@ use crate::teal::Teal;
 use crate::util::{repo_root, unique_prefix, wait_for, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(20);
-
-/// Parses Prometheus text into `name{labels}` -> value, checking every
-/// sample line has that shape.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|line| {
-            let (name, value) = line
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("bad sample line {line:?}"));
-            let value = value.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line:?}"));
-            (name.to_owned(), value)
-        })
-        .collect()
-}
-
-async fn metrics(teal: &Teal) -> HashMap<String, f64> {
-    let response = http::get(teal.status, "localhost", "/metrics")
-        .await
-        .expect("GET /metrics");
-    assert_eq!(response.status, 200);
-    parse_metrics(&response.body)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_metrics_and_table_describe_the_stack() {
@@ -81,7 +56,7 @@ async fn status_metrics_and_table_describe_the_stack() {
     );
     assert!(report.last_reload.as_ref().is_some_and(|r| r.ok));
 
-    let m = metrics(&teal).await;
+    let m = teal.metrics().await;
     assert_eq!(m.get("teal_docker_connected"), Some(&1.0));
     assert_eq!(m.get("teal_servers{service=\"web\",state=\"ready\"}"), Some(&1.0));
     assert!(
@@ -149,7 +124,7 @@ async fn a_config_haproxy_rejects_shows_in_status_and_metrics() {
         "a rejected config reached disk"
     );
     wait_until(CONVERGE, "the validation failure is counted", || async {
-        metrics(&teal)
+        teal.metrics()
             .await
             .get("teal_config_validation_failures_total")
             .is_some_and(|n| *n >= 1.0)
@@ -192,8 +167,7 @@ async fn a_runtime_change_whose_file_does_not_load_is_reported_and_keeps_serving
         report.is_ok_and(|r| r.last_reload.is_some_and(|l| l.outcome.as_deref() == Some("reloaded")))
     })
     .await;
-    let reloads = || async { metrics(&teal).await.get("teal_reloads_total{result=\"ok\"}").copied() };
-    let reloads_before = reloads().await;
+    let reloads_before = teal.reloads().await;
 
     let b = docker
         .container(&prefix, "b")
@@ -216,13 +190,13 @@ async fn a_runtime_change_whose_file_does_not_load_is_reported_and_keeps_serving
         "{report:?}"
     );
     assert!(
-        metrics(&teal)
+        teal.metrics()
             .await
             .get("teal_config_validation_failures_total")
             .is_some_and(|n| *n >= 1.0),
         "the failed check is counted"
     );
-    assert_eq!(reloads().await, reloads_before, "b joined without a reload");
+    assert_eq!(teal.reloads().await, reloads_before, "b joined without a reload");
     teal.wait_served_by(&a.body, CONVERGE).await;
     teal.wait_served_by(&b.body, CONVERGE).await;
 }

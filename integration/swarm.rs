@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::examples::{body_of, ensure_example_images, report, run, served, visits, Compose};
 use crate::http::Load;
-use crate::util::{free_port, repo_root, unique_prefix, wait_for, wait_until};
+use crate::util::{free_port, poll_for, repo_root, skip, unique_prefix, wait_for, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 const LOCK_WAIT: Duration = Duration::from_secs(180);
@@ -34,7 +34,7 @@ struct Swarm {
 }
 
 impl Swarm {
-    /// `None` (the test is skipped) when this node is a worker, in a swarm
+    /// `None` (the test is skipped, or fails under CI) when this node is a worker, in a swarm
     /// of several nodes, or in a state the test should not touch.
     async fn join() -> Option<Swarm> {
         let lock = File::create(std::env::temp_dir().join("teal-integration-swarm.lock")).expect("lock file");
@@ -65,7 +65,9 @@ impl Swarm {
                 true
             }
             other => {
-                eprintln!("swarm test skipped: this node's swarm is {other:?} (not a single-node manager, not free)");
+                skip(&format!(
+                    "swarm test: this node's swarm is {other:?} (not a single-node manager, not free)"
+                ));
                 return None;
             }
         };
@@ -222,20 +224,15 @@ async fn swarm_example_rolling_update_loses_no_request() {
         (bodies.len() == 2).then_some(bodies)
     })
     .await;
-    let both_served = tokio::time::timeout(CONVERGE, async {
-        loop {
-            let mut seen = BTreeSet::new();
-            for _ in 0..10 {
-                seen.insert(served(port, "/").await);
-            }
-            if seen == v1.iter().cloned().collect() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let both_served = poll_for(CONVERGE, || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..10 {
+            seen.insert(served(port, "/").await);
         }
+        (seen == v1.iter().cloned().collect()).then_some(())
     })
     .await;
-    if both_served.is_err() {
+    if both_served.is_none() {
         panic!(
             "the two tasks {v1:?} were not both served; teal:\n{}",
             sidecar.logs("teal").await

@@ -3,6 +3,7 @@
 //! file (printed, with the rendered config, when the test fails), and a
 //! SIGTERM on drop that must also take its HAProxy down.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
+use crate::docker::Container;
 use crate::http::{self, describe, Response};
-use crate::util::{free_addr, pids_mentioning, signal, terminate, wait_until};
+use crate::util::{free_addr, pids_mentioning, signal, terminate, wait_for, wait_until};
 
 /// Start-up budget: discovery, first render, `haproxy -c`, HAProxy listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -120,7 +122,7 @@ impl TealBuilder {
         // Through the env twin: an older build without the flag ignores it,
         // and parallel tests never fight over the default 127.0.0.1:9180.
         cmd.env("TEAL_STATUS_BIND", status.to_string())
-            .env("RUST_LOG", "info,teal=debug")
+            .env("TEAL_LOG", "info,teal=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
@@ -153,21 +155,15 @@ impl Teal {
     }
 
     async fn wait_listening(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait teal") {
+        let what = format!("HAProxy answers on {}", self.http);
+        let (http, child) = (self.http, &mut self.child);
+        wait_until(START_TIMEOUT, &what, || {
+            if let Some(status) = child.try_wait().expect("try_wait teal") {
                 panic!("teal exited during start-up ({status})");
             }
-            if http::get(self.http, "localhost", "/").await.is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "HAProxy did not answer on {} within {START_TIMEOUT:?}",
-                self.http
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            async move { http::get(http, "localhost", "/").await.is_ok() }
+        })
+        .await;
     }
 
     pub fn dir(&self) -> &Path {
@@ -186,6 +182,45 @@ impl Teal {
     /// The haproxy.cfg teal last wrote (`--config`).
     pub fn config(&self) -> String {
         std::fs::read_to_string(self.dir().join("haproxy.cfg")).unwrap_or_default()
+    }
+
+    /// `/metrics` as `name{labels}` -> value, each sample line checked.
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let response = http::get(self.status, "localhost", "/metrics")
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status, 200, "GET /metrics: {}", response.body);
+        parse_metrics(&response.body)
+    }
+
+    /// One sample of `/metrics`, e.g. `teal_reloads_total{result="ok"}`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics().await.get(name).copied()
+    }
+
+    /// HAProxy reloads and starts that succeeded so far.
+    pub async fn reloads(&self) -> f64 {
+        self.metric("teal_reloads_total{result=\"ok\"}").await.unwrap_or(0.0)
+    }
+
+    /// Why `/status` says this container is left out, if it does.
+    pub async fn excluded_reason(&self, container: &Container) -> Option<String> {
+        let report = teal::status::fetch(self.status).await.ok()?;
+        report
+            .excluded
+            .into_iter()
+            .find(|e| e.container_name == container.name)
+            .map(|e| e.reason)
+    }
+
+    /// Waits until `/status` leaves this container out for a reason that
+    /// contains `words`; the reason.
+    pub async fn wait_excluded(&self, container: &Container, words: &str, timeout: Duration) -> String {
+        let what = format!("/status leaves {} out: {words}", container.name);
+        wait_for(timeout, &what, || async {
+            self.excluded_reason(container).await.filter(|r| r.contains(words))
+        })
+        .await
     }
 
     pub async fn get(&self) -> io::Result<Response> {
@@ -277,6 +312,22 @@ impl Teal {
             orphans: described,
         }
     }
+}
+
+/// Parses OpenMetrics text into `name{labels}` -> value, checking every
+/// sample line has that shape.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (name, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+            let value = value.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            (name.to_owned(), value)
+        })
+        .collect()
 }
 
 impl Drop for Teal {

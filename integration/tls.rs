@@ -207,5 +207,4 @@ async fn certificates_added_or_replaced_take_effect_without_a_restart() {
     assert!(same_pem(&presented(https, &a).await.expect("TLS"), &second));
     assert_eq!(https_get(https, &a).await, web.body);
     assert_eq!(teal.pid(), pid, "teal was not restarted");
-    assert!(teal.log().contains("certificates changed"), "{}", teal.log());
 }

@@ -1,5 +1,6 @@
 //! Small pieces every test needs: unique names, free ports, polling with a
-//! deadline, the test image, and finding processes a test left behind.
+//! deadline, skipping (never under CI), the test image, and finding
+//! processes a test left behind.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -48,7 +49,20 @@ where
 }
 
 /// Like `wait_until`, for a condition that yields a value once it holds.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut condition: F) -> T
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_for(timeout, condition).await {
+        Some(value) => value,
+        None => panic!("timed out after {timeout:?} waiting until {what}"),
+    }
+}
+
+/// Like `wait_for`, but `None` at the deadline, for a test that has more to
+/// say than the harness when it gives up (a container's log).
+pub async fn poll_for<T, F, Fut>(timeout: Duration, mut condition: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -56,13 +70,23 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = condition().await {
-            return value;
+            return Some(value);
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting until {what}");
+            return None;
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// A test that cannot run on this machine calls this and returns. Under CI
+/// (`CI` set) it panics instead: a runner that lost what a test needs must
+/// fail, not pass by running nothing.
+pub fn skip(reason: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set, so this test may not skip: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
 }
 
 pub fn repo_root() -> &'static Path {
