@@ -257,10 +257,22 @@ fn parse_network(value: &str) -> Result<String, String> {
     }
 }
 
+/// The most names one `teal.host` may list. HAProxy 2.6 reads at most 64
+/// words of a config line (it refuses a 65th: "too many words"), and the
+/// default template matches a service's hosts on one line of 5 words plus
+/// one per name: `acl routeN_host var(txn.host) -m str NAME...`.
+pub const MAX_HOSTS: usize = 59;
+
 fn parse_hosts(value: &str) -> Result<Vec<HostName>, String> {
     let mut hosts = value.split(',').map(HostName::parse).collect::<Result<Vec<_>, _>>()?;
     hosts.sort();
     hosts.dedup();
+    if hosts.len() > MAX_HOSTS {
+        return Err(format!(
+            "{} host names; at most {MAX_HOSTS} (HAProxy reads at most 64 words of a config line); split the names between services",
+            hosts.len()
+        ));
+    }
     Ok(hosts)
 }
 
@@ -419,6 +431,20 @@ mod tests {
         assert!(parse("teal", &labels(&[("teal.service", "we b")])).is_err());
         assert!(parse("teal", &labels(&[("teal.service", "teal_not_found")])).is_err());
         assert!(parse("teal", &labels(&[("teal.service", "TEAL_http")])).is_err());
+    }
+
+    #[test]
+    fn host_names_are_limited_to_what_one_haproxy_line_holds() {
+        let names = |n: usize| (0..n).map(|i| format!("h{i}.example")).collect::<Vec<_>>().join(",");
+        let l = labels(&[("teal.service", "web"), ("teal.host", &names(MAX_HOSTS))]);
+        assert_eq!(parse("teal", &l).unwrap().unwrap().hosts.len(), MAX_HOSTS);
+        let l = labels(&[("teal.service", "web"), ("teal.host", &names(MAX_HOSTS + 1))]);
+        let err = parse("teal", &l).unwrap_err();
+        assert_eq!(err.key, "teal.host");
+        assert!(err.reason.contains("at most 59"), "{}", err.reason);
+        // Duplicates count once.
+        let twice = format!("{},{}", names(MAX_HOSTS), names(MAX_HOSTS));
+        assert!(parse("teal", &labels(&[("teal.service", "web"), ("teal.host", &twice)])).is_ok());
     }
 
     #[test]

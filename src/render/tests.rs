@@ -121,3 +121,63 @@ fn test_settings() -> ContextSettings {
     let cli = Cli::try_parse_from(["teal", "render"]).unwrap();
     ContextSettings::new(&cli.settings).expect("settings")
 }
+
+/// The longest, largest values the labels allow render into a config
+/// HAProxy loads: the model's limits are HAProxy's.
+#[test]
+fn the_largest_values_labels_allow_pass_haproxy() {
+    let label = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();
+    let long_host = |i: usize| {
+        format!(
+            "h{i:02}{}.{}.{}.{}",
+            label('a', 60),
+            label('b', 63),
+            label('c', 63),
+            label('d', 61)
+        )
+    };
+    assert_eq!(long_host(0).len(), 253);
+    let hosts: Vec<String> = (0..crate::model::labels::MAX_HOSTS).map(long_host).collect();
+    let path = format!("/{}", label('p', 1023));
+    let service = label('s', 64);
+    let mut http = with(
+        facts("a", &service, "10.0.0.2"),
+        &[
+            ("host", &hosts.join(",")),
+            ("path", &path),
+            ("health.path", &path),
+            ("health.interval", "1h"),
+            ("weight", "256"),
+            ("maxconn", "1000000"),
+            ("https-redirect", "true"),
+        ],
+    );
+    http.name = label('n', 300);
+    let tcp = with(
+        facts("b", &label('t', 64), "10.0.0.3"),
+        &[("mode", "tcp"), ("listen", "65535"), ("port", "65535")],
+    );
+    let mut inventory = Inventory::default();
+    inventory.apply(ContainerUpdate::Resync(vec![http, tcp]));
+    let snapshot = inventory.snapshot(&scope());
+    assert!(snapshot.excluded.is_empty(), "{:?}", snapshot.excluded);
+    let text = render_snapshot(&snapshot);
+    assert!(text.lines().any(|l| l.split_whitespace().count() == 64), "{text}");
+    if let Some(result) = super::tests_injection::haproxy_check(&text) {
+        result.unwrap();
+    }
+    // One name more than the label allows, and HAProxy refuses the line.
+    let names: Vec<String> = (0..crate::model::labels::MAX_HOSTS)
+        .map(|i| format!("h{i}.example"))
+        .collect();
+    let mut inventory = Inventory::default();
+    let web = with(facts("a", "web", "10.0.0.2"), &[("host", &names.join(","))]);
+    inventory.apply(ContainerUpdate::Resync(vec![web]));
+    let mut snapshot = inventory.snapshot(&scope());
+    snapshot.services[0]
+        .hosts
+        .push(crate::model::labels::HostName::parse("one-more.example").unwrap());
+    if let Some(result) = super::tests_injection::haproxy_check(&render_snapshot(&snapshot)) {
+        assert!(result.is_err(), "HAProxy took a line of 65 words");
+    }
+}
