@@ -37,6 +37,7 @@ pub mod app;
 pub mod apply;
 pub mod cli;
 pub mod docker;
+pub mod isolate;
 pub mod model;
 pub mod render;
 pub mod rollout;
