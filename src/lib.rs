@@ -5,12 +5,13 @@
 //! One task owns each step of the flow; they talk over channels:
 //!
 //! ```text
-//!  dockerd ──list+events──▶ docker ──ContainerUpdate──▶ model owner ──Snapshot (watch)──┐
-//!                                                                                       ▼
-//!  --template file ──notify──────────────────────────────────────────────▶ render + apply ──▶ haproxy.cfg
-//!                                                                                       │      + reload /
-//!                                                                                       ▼        runtime API
-//!                                                                                     status
+//!  dockerd ──list+events──▶ docker ──ContainerUpdate──▶ model owner ──Snapshot (watch)──▶ slots
+//!                                                                                          │ routed
+//!  --template, --certs ──notify───────────────────────────────────────────────▶ reconcile driver
+//!                                                        decide: Unchanged | Runtime | Reload │
+//!                                                                                          ▼
+//!                                                     apply (executor) ──▶ haproxy.cfg + reload /
+//!                                                                          runtime API ──▶ status
 //! ```
 //!
 //! - [`docker`]: connects (API version negotiated), lists, follows events from
@@ -21,17 +22,24 @@
 //! - [`model`]: labels validated into trusted types; the inventory of
 //!   containers turned into a [`model::Snapshot`] of services and servers.
 //!   Plain data, no I/O.
-//! - [`render`]: snapshot -> template context -> haproxy.cfg text. Pure.
-//! - [`apply`]: atomic write, `haproxy -c`, runtime API, reloads, and the
-//!   supervised HAProxy master.
-//! - [`status`]: `/healthz`, `/status`, `/metrics` and `teal status`.
+//! - [`model_owner`]: the task that owns the inventory and publishes snapshots.
 //! - [`slots`]: blue/green, the live slot of each service (`slots.json`),
 //!   routed onto the snapshot between the model and render/apply/status.
-//! - [`rollout`], [`switch`]: `teal rollout` and `teal switch`, clients of
-//!   Docker and of a running daemon's `/status`.
+//! - [`render`]: snapshot -> template context -> haproxy.cfg text. Pure.
+//! - [`reconcile`]: what was last applied, and the pure decision of what to
+//!   do next (nothing, runtime API commands, or a reload); its driver is the
+//!   loop with the debounce, urgency, template and certificate edits.
+//! - [`apply`]: the executor: runtime API commands, atomic write, `haproxy
+//!   -c`, reloads, and the supervised HAProxy master.
+//! - [`status`]: `/healthz`, `/status`, `/metrics` and `teal status`.
 //! - [`tls`]: the `--certs` directory: files and digests for the template
 //!   context, and a watch that re-renders when a certificate changes.
-//! - [`app`]: wires the tasks together for `teal run`, `render` and `check`.
+//! - [`watch`]: the file watch on `--template`.
+//! - [`rollout`], [`switch`]: `teal rollout` and `teal switch`, clients of
+//!   Docker and of a running daemon's `/status`.
+//! - [`app`]: wires the tasks together for `teal run`; [`oneshot`]: `teal
+//!   render`, `check` and `status`.
+//! - [`cli`], [`settings`]: the command line and the settings it gives.
 
 pub mod app;
 pub mod apply;
@@ -39,6 +47,9 @@ pub mod cli;
 pub mod docker;
 pub mod isolate;
 pub mod model;
+pub mod model_owner;
+pub mod oneshot;
+pub mod reconcile;
 pub mod render;
 pub mod rollout;
 pub mod settings;
@@ -46,3 +57,4 @@ pub mod slots;
 pub mod status;
 pub mod switch;
 pub mod tls;
+pub mod watch;

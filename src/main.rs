@@ -12,9 +12,9 @@ async fn main() -> std::process::ExitCode {
     let settings = cli.settings;
     let result = match cli.command {
         Command::Run => teal::app::run(settings).await,
-        Command::Render { context } => teal::app::render(settings, context).await,
-        Command::Check => teal::app::check(settings).await,
-        Command::Status { json } => teal::app::status(settings, json).await,
+        Command::Render { context } => teal::oneshot::render(settings, context).await,
+        Command::Check => teal::oneshot::check(settings).await,
+        Command::Status { json } => teal::oneshot::status(settings, json).await,
         Command::Rollout(args) => teal::rollout::run(settings, args).await,
         Command::Switch(args) => teal::switch::run(settings, args).await,
     };

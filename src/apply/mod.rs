@@ -1,12 +1,8 @@
-//! Rendered text -> the running HAProxy.
-//!
-//! When only servers changed (added, removed, state, weight), the runtime
-//! API applies them and the file is rewritten to agree; `haproxy -c` checks
-//! that file once changes pause ([`Applier::check_mirror`]). Otherwise the
-//! new config is validated with `haproxy -c` first, replaces the file
-//! atomically and HAProxy is reloaded, one reload at a time, each awaited.
-//! A config HAProxy rejects is never reloaded: the last good one keeps
-//! serving, on disk too.
+//! The I/O of an apply, as `crate::reconcile` decided it: runtime API
+//! commands, the config file written atomically, `haproxy -c`, and reloads,
+//! one at a time, each awaited; and the supervised HAProxy master. A config
+//! HAProxy rejects is never reloaded: the last good one keeps serving, on
+//! disk too.
 
 mod file;
 mod runtime;
@@ -18,11 +14,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::model::Snapshot;
+use crate::reconcile::{Command, Executor, Outcome};
 use crate::settings::{ReloadMode, Settings};
 use supervisor::{Supervisor, SupervisorConfig};
 
 pub use file::write_atomic;
+pub use runtime::RuntimeRefused;
 pub use socket::command as admin_command;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,24 +32,6 @@ pub enum ApplyError {
     Reload(String),
 }
 
-/// What an apply did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Unchanged,
-    /// Applied through the runtime API with this many commands; no reload.
-    Runtime(usize),
-    Reloaded,
-    /// HAProxy was started on this config (supervise mode).
-    Started,
-    /// `--reload none`: the file was written, nothing signalled.
-    Written,
-}
-
-struct Applied {
-    text: String,
-    snapshot: Snapshot,
-}
-
 pub struct Applier {
     haproxy: PathBuf,
     config: PathBuf,
@@ -63,10 +42,6 @@ pub struct Applier {
     docker: Option<bollard::Docker>,
     supervisor: Option<Supervisor>,
     shutdown: CancellationToken,
-    applied: Option<Applied>,
-    /// The file on disk holds runtime API changes `haproxy -c` has not
-    /// checked yet.
-    mirror_unchecked: bool,
 }
 
 impl Applier {
@@ -82,108 +57,10 @@ impl Applier {
             docker,
             supervisor: None,
             shutdown,
-            applied: None,
-            mirror_unchecked: false,
         }
     }
 
-    /// The snapshot and text HAProxy runs now, if any was applied.
-    pub fn applied(&self) -> Option<(&Snapshot, &str)> {
-        self.applied.as_ref().map(|a| (&a.snapshot, a.text.as_str()))
-    }
-
-    /// Applies `text`, rendered from `snapshot`. `only_servers_changed`: the
-    /// caller checked that the template and settings are those of the last
-    /// apply, so the runtime API may carry the difference.
-    pub async fn apply(
-        &mut self,
-        snapshot: &Snapshot,
-        text: String,
-        only_servers_changed: bool,
-    ) -> Result<Outcome, ApplyError> {
-        if self.applied.as_ref().is_some_and(|a| a.text == text) {
-            return Ok(Outcome::Unchanged);
-        }
-        // Server changes go to the running HAProxy first: routing a new
-        // container or draining a stopping one should not wait for a file.
-        let runtime_steps = match &self.applied {
-            // Anything else that changed (template, certificates) needs a reload.
-            Some(applied) if self.haproxy_running() && only_servers_changed => {
-                runtime::plan(&applied.snapshot, snapshot)
-            }
-            _ => None,
-        };
-        if let Some(steps) = runtime_steps {
-            match runtime::run(&self.admin_socket, &steps).await {
-                Ok(()) => {
-                    // The file must agree, so a later reload keeps these
-                    // servers. Not checked now: HAProxy already took the
-                    // change, and a check is a whole HAProxy start-up whose
-                    // CPU, three times per rollout, doubled the requests
-                    // slower than 2 ms while the rollout ran.
-                    write_atomic(&self.config, text.as_bytes()).map_err(|source| write_error(&self.config, source))?;
-                    self.mirror_unchecked = true;
-                    self.applied = Some(Applied {
-                        text,
-                        snapshot: snapshot.clone(),
-                    });
-                    return Ok(Outcome::Runtime(steps.len()));
-                }
-                Err(error) => tracing::warn!(%error, "runtime API refused a change; reloading instead"),
-            }
-        }
-
-        let previous = std::fs::read(&self.config).ok();
-        self.install(&text).await?;
-        self.mirror_unchecked = false;
-        match self.reload().await {
-            Ok(outcome) => {
-                self.applied = Some(Applied {
-                    text,
-                    snapshot: snapshot.clone(),
-                });
-                Ok(outcome)
-            }
-            Err(error) => {
-                // Keep the file HAProxy runs on disk, so a restart uses it.
-                if let Some(previous) = previous {
-                    let _ = write_atomic(&self.config, &previous);
-                }
-                Err(error)
-            }
-        }
-    }
-
-    /// Validates `text` with `haproxy -c` and only then puts it in place.
-    async fn install(&self, text: &str) -> Result<(), ApplyError> {
-        let staged = self.config.with_extension("cfg.next");
-        write_atomic(&staged, text.as_bytes()).map_err(|source| write_error(&staged, source))?;
-        if let Err(error) = validate(&self.haproxy, &staged).await {
-            let _ = std::fs::remove_file(&staged);
-            return Err(error);
-        }
-        std::fs::rename(&staged, &self.config).map_err(|source| write_error(&self.config, source))
-    }
-
-    /// Whether the file holds runtime API changes not checked yet.
-    pub fn mirror_unchecked(&self) -> bool {
-        self.mirror_unchecked
-    }
-
-    /// Checks with `haproxy -c` the file written for runtime API changes.
-    /// HAProxy runs those changes already, so a file that does not load
-    /// stays: it is only reported. It can come from a custom template's
-    /// server lines, and would fail the next reload's check just the same.
-    pub async fn check_mirror(&mut self) -> Result<(), ApplyError> {
-        self.mirror_unchecked = false;
-        validate(&self.haproxy, &self.config).await
-    }
-
-    fn haproxy_running(&self) -> bool {
-        !matches!(self.reload, ReloadMode::Supervise) || self.supervisor.is_some()
-    }
-
-    async fn reload(&mut self) -> Result<Outcome, ApplyError> {
+    async fn signal_reload(&mut self) -> Result<Outcome, ApplyError> {
         self.save_server_state().await;
         match &self.reload {
             ReloadMode::Supervise => match &self.supervisor {
@@ -248,6 +125,38 @@ impl Applier {
         if let Some(supervisor) = self.supervisor {
             supervisor.join().await;
         }
+    }
+}
+
+impl Executor for Applier {
+    async fn run_commands(&mut self, commands: &[Command]) -> Result<(), RuntimeRefused> {
+        runtime::run(&self.admin_socket, commands).await
+    }
+
+    fn write(&mut self, text: &str) -> Result<(), ApplyError> {
+        write_atomic(&self.config, text.as_bytes()).map_err(|source| write_error(&self.config, source))
+    }
+
+    /// Checks a staged copy next to the config, so relative paths resolve alike.
+    async fn validate(&mut self, text: &str) -> Result<(), ApplyError> {
+        let staged = self.config.with_extension("cfg.next");
+        write_atomic(&staged, text.as_bytes()).map_err(|source| write_error(&staged, source))?;
+        let result = validate(&self.haproxy, &staged).await;
+        let _ = std::fs::remove_file(&staged);
+        result
+    }
+
+    async fn reload(&mut self, text: &str) -> Result<Outcome, ApplyError> {
+        let previous = std::fs::read(&self.config).ok();
+        self.write(text)?;
+        let result = self.signal_reload().await;
+        if result.is_err() {
+            // Keep the file HAProxy runs on disk, so a restart uses it.
+            if let Some(previous) = previous {
+                let _ = write_atomic(&self.config, &previous);
+            }
+        }
+        result
     }
 }
 

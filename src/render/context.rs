@@ -55,6 +55,16 @@ impl ContextSettings {
             tls,
         })
     }
+
+    /// The same settings with the `--certs` directory read again (after a
+    /// change in it).
+    pub fn rescan_certificates(&self) -> Result<Self, CertsError> {
+        let mut next = self.clone();
+        if let Some(tls) = &mut next.tls {
+            tls.certificates = tls::scan(std::path::Path::new(&tls.dir))?;
+        }
+        Ok(next)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,6 +6,7 @@ mod context;
 use std::path::Path;
 
 use handlebars::Handlebars;
+use sha2::{Digest, Sha256};
 
 pub use context::{Context, ContextSettings};
 
@@ -25,6 +26,7 @@ pub enum RenderError {
 /// A parsed template, ready to render contexts.
 pub struct Renderer {
     registry: Handlebars<'static>,
+    source_digest: [u8; 32],
 }
 
 const NAME: &str = "haproxy.cfg";
@@ -40,7 +42,15 @@ impl Renderer {
         registry
             .register_template_string(NAME, template)
             .map_err(|e| RenderError::Parse(e.to_string()))?;
-        Ok(Self { registry })
+        Ok(Self {
+            registry,
+            source_digest: Sha256::digest(template).into(),
+        })
+    }
+
+    /// SHA-256 of the template's text: equal digests render alike.
+    pub fn source_digest(&self) -> [u8; 32] {
+        self.source_digest
     }
 
     /// The template at `path`, or the embedded default.

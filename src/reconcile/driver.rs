@@ -1,0 +1,206 @@
+//! The reconcile loop: takes each new snapshot (after the debounce), template
+//! edit or certificate change, renders, decides and has the executor apply.
+//! Errors keep the last good config and are logged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{ApplyError, RuntimeRefused};
+use crate::model::Snapshot;
+use crate::render::Renderer;
+
+use super::{decide, Applied, ApplyOutputs, Command, Decision, Outcome, Reconciled, Rendering};
+
+/// How long changes must pause before the file written for runtime API
+/// changes is checked: a rollout's add, drain and remove are one check, made
+/// after the rollout rather than during it.
+pub const MIRROR_CHECK_AFTER: Duration = Duration::from_secs(5);
+
+/// The I/O of an apply; `crate::apply::Applier` talks to HAProxy.
+// Driven on one task, so its futures need not be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Executor {
+    /// Sends the commands in order; the first refusal is returned.
+    async fn run_commands(&mut self, commands: &[Command]) -> Result<(), RuntimeRefused>;
+    /// Writes `text` as the config file without reloading: it mirrors
+    /// what the runtime API changed, so a later reload keeps it.
+    fn write(&mut self, text: &str) -> Result<(), ApplyError>;
+    /// `haproxy -c` on `text`: it must load before it is ever applied.
+    async fn validate(&mut self, text: &str) -> Result<(), ApplyError>;
+    /// Puts the validated `text` in place and reloads (or starts) HAProxy;
+    /// on failure the file HAProxy runs stays on disk.
+    async fn reload(&mut self, text: &str) -> Result<Outcome, ApplyError>;
+}
+
+/// What the loop waits on.
+pub struct Events {
+    /// The routed snapshots of the model.
+    pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    /// `--template` changed on disk.
+    pub template_edits: mpsc::Receiver<()>,
+    /// Something changed in `--certs`.
+    pub cert_changes: mpsc::Receiver<()>,
+    pub shutdown: CancellationToken,
+}
+
+pub struct Driver<E> {
+    pub executor: E,
+    pub debounce: Duration,
+    /// `--template`; `None`: the embedded default, never edited.
+    pub template: Option<PathBuf>,
+    pub rendering: Rendering,
+    pub outputs: ApplyOutputs,
+}
+
+impl<E: Executor> Driver<E> {
+    /// Runs until shutdown or until the snapshots end; gives the executor
+    /// back so its HAProxy can be stopped.
+    pub async fn run(mut self, mut events: Events) -> E {
+        let mut state = Reconciled::default();
+        let mut template_edited = false;
+        let mut certs_changed = false;
+        loop {
+            tokio::select! {
+                _ = events.shutdown.cancelled() => break,
+                changed = events.snapshots.changed() => if changed.is_err() { break },
+                Some(()) = events.template_edits.recv() => template_edited = true,
+                Some(()) = events.cert_changes.recv() => certs_changed = true,
+                _ = tokio::time::sleep(MIRROR_CHECK_AFTER), if state.mirror_unchecked => {
+                    self.check_mirror(&mut state).await;
+                    continue;
+                }
+            }
+            let changed_at = Instant::now();
+            // Taking servers out of rotation (a stop, a crash, a failed health
+            // check) cannot wait: every millisecond sends requests to a server
+            // that is going away. Anything else waits out the debounce, so a
+            // burst becomes one update.
+            let urgent = events
+                .snapshots
+                .borrow()
+                .as_deref()
+                .is_some_and(|next| state.urgent(next));
+            if !urgent {
+                tokio::select! {
+                    _ = events.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.debounce) => {}
+                }
+            }
+            // Read after the debounce, so a file being written is whole: a
+            // template caught between truncate and write renders an empty config.
+            if std::mem::take(&mut template_edited) {
+                self.reload_template();
+            }
+            if std::mem::take(&mut certs_changed) {
+                self.rescan_certificates();
+            }
+            let Some(snapshot) = events.snapshots.borrow_and_update().clone() else {
+                continue;
+            };
+            let render_started = Instant::now();
+            let text = match self.rendering.render(&snapshot) {
+                Ok(text) => text,
+                Err(error) => {
+                    tracing::error!(%error, "render failed; the last good config keeps serving");
+                    self.outputs.metrics.render_failures.inc();
+                    self.outputs.record(Err(error.to_string()));
+                    continue;
+                }
+            };
+            let metrics = &self.outputs.metrics;
+            metrics.render_duration.observe(render_started.elapsed().as_secs_f64());
+            let apply_started = Instant::now();
+            let result = self.apply(&mut state, snapshot, text).await;
+            self.outputs.observe(&result, apply_started, changed_at);
+        }
+        self.executor
+    }
+
+    async fn apply(
+        &mut self,
+        state: &mut Reconciled,
+        snapshot: Arc<Snapshot>,
+        text: String,
+    ) -> Result<Outcome, ApplyError> {
+        let rendering_changed = state.rendering_changed(&self.rendering);
+        let text = match decide(state.applied(), &snapshot, &text, rendering_changed) {
+            Decision::Unchanged => return Ok(Outcome::Unchanged),
+            Decision::Reload(text) => text,
+            // Server changes go to the running HAProxy first: routing a new
+            // container or draining a stopping one should not wait for a file.
+            Decision::Runtime(commands) => match self.executor.run_commands(&commands).await {
+                Ok(()) => {
+                    // Not checked now: HAProxy already took the change, and a
+                    // check is a whole HAProxy start-up whose CPU, three times
+                    // per rollout, doubled the requests slower than 2 ms while
+                    // the rollout ran.
+                    self.executor.write(&text)?;
+                    state.set_applied(self.applied(snapshot, text), true);
+                    return Ok(Outcome::Runtime(commands.len()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "runtime API refused a change; reloading instead");
+                    text
+                }
+            },
+        };
+        self.executor.validate(&text).await?;
+        state.mirror_unchecked = false;
+        let outcome = self.executor.reload(&text).await?;
+        state.set_applied(self.applied(snapshot, text), false);
+        Ok(outcome)
+    }
+
+    fn applied(&self, snapshot: Arc<Snapshot>, text: String) -> Applied {
+        Applied {
+            snapshot,
+            text,
+            inputs: self.rendering.id(),
+        }
+    }
+
+    /// Checks with `haproxy -c` the file written for runtime API changes.
+    /// HAProxy runs those changes already, so a file that does not load
+    /// stays: it is only reported. It can come from a custom template's
+    /// server lines, and would fail the next reload's check just the same.
+    async fn check_mirror(&mut self, state: &mut Reconciled) {
+        state.mirror_unchecked = false;
+        let Some(applied) = &state.applied else {
+            return;
+        };
+        if let Err(error) = self.executor.validate(&applied.text).await {
+            tracing::error!(%error, "the config written for runtime changes does not load; HAProxy keeps running them, but the next reload will be refused");
+            self.outputs.metrics.validation_failures.inc();
+            self.outputs.record(Err(error.to_string()));
+        }
+    }
+
+    fn reload_template(&mut self) {
+        match Renderer::load(self.template.as_deref()) {
+            Ok(next) => {
+                tracing::info!("template changed; re-rendering");
+                self.rendering.set_template(next);
+            }
+            Err(error) => tracing::error!(%error, "template edit refused; the last good config keeps serving"),
+        }
+    }
+
+    fn rescan_certificates(&mut self) {
+        match self.rendering.context().rescan_certificates() {
+            Ok(next) if next.tls != self.rendering.context().tls => {
+                tracing::info!("certificates changed; re-rendering");
+                self.rendering.set_context(next);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "certificates not re-read; the last good ones stay"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

@@ -1,0 +1,227 @@
+//! The loop against a fake executor, on tokio's paused clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::reconcile::plan;
+use crate::reconcile::tests::{context_settings, rendering, snapshot};
+use crate::render::DEFAULT_TEMPLATE;
+use crate::status::Metrics;
+
+const DEBOUNCE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Commands(Vec<String>),
+    Write,
+    Validate(String),
+    Reload(String),
+}
+
+/// Records each call with the (paused) time it was made.
+#[derive(Clone, Default)]
+struct Fake {
+    calls: Arc<Mutex<Vec<(Instant, Call)>>>,
+    refuse_configs: Arc<AtomicBool>,
+}
+
+impl Fake {
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap().push((Instant::now(), call));
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// Waits (on the paused clock) until `n` calls were made.
+    async fn wait_for(&self, n: usize) -> Vec<Call> {
+        for _ in 0..10_000 {
+            if self.calls.lock().unwrap().len() >= n {
+                return self.calls();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("only these calls were made: {:?}", self.calls());
+    }
+
+    fn time_of(&self, index: usize) -> Instant {
+        self.calls.lock().unwrap()[index].0
+    }
+}
+
+impl Executor for Fake {
+    async fn run_commands(&mut self, commands: &[Command]) -> Result<(), RuntimeRefused> {
+        self.record(Call::Commands(commands.iter().map(Command::to_string).collect()));
+        Ok(())
+    }
+
+    fn write(&mut self, _text: &str) -> Result<(), ApplyError> {
+        self.record(Call::Write);
+        Ok(())
+    }
+
+    async fn validate(&mut self, text: &str) -> Result<(), ApplyError> {
+        self.record(Call::Validate(text.to_owned()));
+        if self.refuse_configs.load(Ordering::SeqCst) {
+            return Err(ApplyError::Rejected("[ALERT] refused by the test".into()));
+        }
+        Ok(())
+    }
+
+    async fn reload(&mut self, text: &str) -> Result<Outcome, ApplyError> {
+        self.record(Call::Reload(text.to_owned()));
+        Ok(Outcome::Reloaded)
+    }
+}
+
+struct Harness {
+    fake: Fake,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    template_edits: mpsc::Sender<()>,
+    metrics: Arc<Metrics>,
+    last_apply: watch::Receiver<Option<crate::status::ApplyRecord>>,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+fn start(template: Option<PathBuf>) -> Harness {
+    let fake = Fake::default();
+    let (snapshots, snapshots_rx) = watch::channel(None);
+    let (template_edits, template_edits_rx) = mpsc::channel(1);
+    let (_certs_tx, cert_changes) = mpsc::channel(1);
+    let (last_apply_tx, last_apply) = watch::channel(None);
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+    let rendering = match &template {
+        Some(path) => Rendering::new(Renderer::load(Some(path)).unwrap(), context_settings()),
+        None => rendering(DEFAULT_TEMPLATE),
+    };
+    let driver = Driver {
+        executor: fake.clone(),
+        debounce: DEBOUNCE,
+        template,
+        rendering,
+        outputs: ApplyOutputs {
+            last_apply: last_apply_tx,
+            metrics: metrics.clone(),
+        },
+    };
+    let events = Events {
+        snapshots: snapshots_rx,
+        template_edits: template_edits_rx,
+        cert_changes,
+        shutdown: shutdown.clone(),
+    };
+    tokio::spawn(driver.run(events));
+    Harness {
+        fake,
+        snapshots,
+        template_edits,
+        metrics,
+        last_apply,
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+impl Harness {
+    fn send(&self, snapshot: &Snapshot) {
+        self.snapshots.send_replace(Some(Arc::new(snapshot.clone())));
+    }
+
+    /// Sends the first snapshot and waits for its validate and reload.
+    async fn started(&self, first: &Snapshot) {
+        self.send(first);
+        self.fake.wait_for(2).await;
+    }
+}
+
+fn lines(commands: Vec<Command>) -> Vec<String> {
+    commands.iter().map(Command::to_string).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_is_one_apply_after_the_debounce() {
+    let h = start(None);
+    let one = snapshot(&[("a", "web")]);
+    h.started(&one).await;
+    let began = Instant::now();
+    let two = snapshot(&[("a", "web"), ("bb", "web")]);
+    let three = snapshot(&[("a", "web"), ("bb", "web"), ("ccc", "web")]);
+    h.send(&two);
+    tokio::time::sleep(DEBOUNCE / 4).await;
+    h.send(&three);
+    h.fake.wait_for(4).await;
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    assert_eq!(
+        h.fake.calls()[2..],
+        [Call::Commands(lines(plan(&one, &three).unwrap())), Call::Write]
+    );
+    assert!(h.fake.time_of(2) - began >= DEBOUNCE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn taking_a_server_out_skips_the_debounce() {
+    let h = start(None);
+    let two = snapshot(&[("a", "web"), ("bb", "web")]);
+    h.started(&two).await;
+    let sent = Instant::now();
+    let one = snapshot(&[("a", "web")]);
+    h.send(&one);
+    h.fake.wait_for(4).await;
+    assert_eq!(h.fake.calls()[2], Call::Commands(lines(plan(&two, &one).unwrap())));
+    assert!(h.fake.time_of(2) - sent < DEBOUNCE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_template_edit_is_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("haproxy.cfg.hbs");
+    std::fs::write(&path, DEFAULT_TEMPLATE).unwrap();
+    let h = start(Some(path.clone()));
+    let one = snapshot(&[("a", "web")]);
+    h.started(&one).await;
+    let edited = format!("# edited\n{DEFAULT_TEMPLATE}");
+    std::fs::write(&path, &edited).unwrap();
+    h.template_edits.send(()).await.unwrap();
+    let calls = h.fake.wait_for(4).await;
+    let text = rendering(&edited).render(&one).unwrap();
+    assert_eq!(calls[2..], [Call::Validate(text.clone()), Call::Reload(text)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_config_keeps_the_last_applied_state() {
+    let h = start(None);
+    let one = snapshot(&[("a", "web")]);
+    h.started(&one).await;
+    h.fake.refuse_configs.store(true, Ordering::SeqCst);
+    // A new service needs a reload, which is refused.
+    h.send(&snapshot(&[("a", "web"), ("bb", "api")]));
+    h.fake.wait_for(3).await;
+    tokio::time::sleep(DEBOUNCE).await;
+    assert_eq!(h.metrics.validation_failures.get(), 1);
+    assert!(h.last_apply.borrow().as_ref().is_some_and(|r| !r.ok));
+    // The next change is planned from what HAProxy runs: `one`.
+    h.fake.refuse_configs.store(false, Ordering::SeqCst);
+    let two = snapshot(&[("a", "web"), ("bb", "web")]);
+    h.send(&two);
+    let calls = h.fake.wait_for(5).await;
+    assert_eq!(calls[3], Call::Commands(lines(plan(&one, &two).unwrap())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_mirror_is_checked_once_changes_pause() {
+    let h = start(None);
+    h.started(&snapshot(&[("a", "web")])).await;
+    let two = snapshot(&[("a", "web"), ("bb", "web")]);
+    h.send(&two);
+    let calls = h.fake.wait_for(5).await;
+    assert_eq!(calls[3], Call::Write);
+    let text = rendering(DEFAULT_TEMPLATE).render(&two).unwrap();
+    assert_eq!(calls[4], Call::Validate(text));
+    assert!(h.fake.time_of(4) - h.fake.time_of(3) >= MIRROR_CHECK_AFTER);
+    tokio::time::sleep(MIRROR_CHECK_AFTER * 3).await;
+    assert_eq!(h.fake.calls().len(), 5, "checked once");
+}
