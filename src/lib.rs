@@ -15,7 +15,8 @@
 //! ```
 //!
 //! - [`docker`]: connects (API version negotiated), lists, follows events from
-//!   the listing time, reconnects with backoff. Converts bollard's types into
+//!   the listing time, reconnects with backoff. The one user of the Docker
+//!   API client ([`docker::Client`]); converts its types into
 //!   [`model::ContainerFacts`] at the edge. On a Swarm manager,
 //!   [`docker::swarm`] reports the running tasks of labelled services the
 //!   same way.

@@ -39,14 +39,14 @@ pub struct Applier {
     master_socket: PathBuf,
     server_state_file: PathBuf,
     reload: ReloadMode,
-    docker: Option<bollard::Docker>,
+    docker: Option<crate::docker::Client>,
     supervisor: Option<Supervisor>,
     shutdown: CancellationToken,
 }
 
 impl Applier {
     /// `docker` is needed for `--reload container:NAME` only.
-    pub fn new(settings: &Settings, docker: Option<bollard::Docker>, shutdown: CancellationToken) -> Self {
+    pub fn new(settings: &Settings, docker: Option<crate::docker::Client>, shutdown: CancellationToken) -> Self {
         Self {
             haproxy: settings.haproxy.clone(),
             config: settings.config.clone(),
@@ -96,11 +96,8 @@ impl Applier {
                     .docker
                     .as_ref()
                     .ok_or_else(|| ApplyError::Reload("no Docker connection to signal the container".into()))?;
-                let options = bollard::query_parameters::KillContainerOptions {
-                    signal: "SIGUSR2".into(),
-                };
                 docker
-                    .kill_container(name, Some(options))
+                    .kill(name, "SIGUSR2")
                     .await
                     .map_err(|e| ApplyError::Reload(format!("cannot signal container {name}: {e}")))?;
                 Ok(Outcome::Reloaded)

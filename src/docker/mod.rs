@@ -18,8 +18,15 @@
 //!
 //! Swarm services are [`swarm`]'s: a second watcher, reporting tasks as
 //! containers through the same channel.
+//!
+//! [`Client`] is the one place teal calls the Docker API: `teal run`'s
+//! watchers, `--reload container:NAME` and `teal rollout` all go through
+//! it, and see only our types ([`replica`] turns an inspected container
+//! into the create call of its replacement).
 
+mod client;
 mod convert;
+pub mod replica;
 pub mod swarm;
 mod swarm_api;
 
@@ -27,12 +34,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bollard::models::{EventMessage, EventMessageTypeEnum};
-use bollard::query_parameters::{EventsOptions, ListContainersOptions};
-use bollard::Docker;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+pub use client::{Client, Event, EventSource, Image, Inspected, Listed, RunState, Which};
 
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
 use crate::status::{ActionLabel, Metrics};
@@ -57,27 +63,20 @@ pub enum DockerError {
     },
     #[error("Docker API call failed: {0}")]
     Api(#[from] bollard::errors::Error),
+    #[error("cannot connect it to network {network}: {source}")]
+    NetworkConnect {
+        network: String,
+        source: bollard::errors::Error,
+    },
+    #[error("no container {0} on this Docker host")]
+    NoSuchContainer(String),
     #[error("the Docker event stream ended")]
     StreamEnded,
 }
 
-/// Connects to `host` (else `DOCKER_HOST`, else the local socket) and
-/// negotiates the API version, so daemons as old as API 1.41 work.
-pub async fn connect(host: Option<&str>) -> Result<Docker, DockerError> {
-    let shown = host
-        .map(str::to_owned)
-        .or_else(|| std::env::var("DOCKER_HOST").ok())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-    let connect_error = |source| DockerError::Connect {
-        host: shown.clone(),
-        source,
-    };
-    let docker = match host {
-        Some(host) => Docker::connect_with_host(host),
-        None => Docker::connect_with_defaults(),
-    }
-    .map_err(connect_error)?;
-    docker.negotiate_version().await.map_err(connect_error)
+/// Connects to `host` (else `DOCKER_HOST`, else the local socket); see [`Client::connect`].
+pub async fn connect(host: Option<&str>) -> Result<Client, DockerError> {
+    Client::connect(host).await
 }
 
 /// Follows one daemon: sessions of list-then-events, with backoff between
@@ -134,22 +133,22 @@ impl Watcher {
         let mut networks = NetworkDrivers::default();
         let since = unix_now();
         let facts = list_with(&docker, &self.label_prefix, &mut networks).await?;
-        tracing::info!(containers = facts.len(), api = %docker.client_version(), "docker connected; listed containers");
+        tracing::info!(containers = facts.len(), api = %docker.api_version(), "docker connected; listed containers");
         *listed = true;
         self.send(Report::Connected).await?;
         self.send(Report::Update(ContainerUpdate::Resync(facts))).await?;
 
-        let options = EventsOptions {
-            since: Some(since),
-            until: None,
-            filters: Some(HashMap::from([
-                ("type".to_owned(), vec!["container".to_owned(), "network".to_owned()]),
-                ("event".to_owned(), EVENTS.iter().map(|e| e.to_string()).collect()),
-            ])),
-        };
-        let mut events = docker.events(Some(options));
+        let mut events = docker.events(since, &["container", "network"], EVENTS);
         while let Some(event) = events.next().await {
-            if let Some(update) = self.handle(&docker, &mut networks, event?).await? {
+            let Some((id, event)) = self.ours(event?) else { continue };
+            tracing::debug!(container = %id, action = event.action, "docker event");
+            self.metrics
+                .docker_events
+                .get_or_create(&ActionLabel {
+                    action: action_kind(&event).to_owned(),
+                })
+                .inc();
+            if let Some(update) = self.update(&docker, &mut networks, id, &event).await? {
                 self.send(Report::Update(update)).await?;
             }
         }
@@ -162,46 +161,30 @@ impl Watcher {
         Ok(())
     }
 
-    async fn handle(
-        &self,
-        docker: &Docker,
-        networks: &mut NetworkDrivers,
-        event: EventMessage,
-    ) -> Result<Option<ContainerUpdate>, DockerError> {
-        let action = event.action.unwrap_or_default();
-        let attributes = event
-            .actor
-            .as_ref()
-            .and_then(|a| a.attributes.clone())
-            .unwrap_or_default();
-        let id = match event.typ {
-            Some(EventMessageTypeEnum::CONTAINER) => {
-                if !attributes.contains_key(&format!("{}.service", self.label_prefix)) {
-                    return Ok(None);
-                }
-                event.actor.and_then(|a| a.id)
+    /// The container an event is about, when it may be ours: a container
+    /// event of a labelled container, or a network event (the actor is the
+    /// network; the container is an attribute, its labels unknown).
+    fn ours(&self, event: Event) -> Option<(ContainerId, Event)> {
+        let id = match event.source {
+            EventSource::Container if event.attributes.contains_key(&format!("{}.service", self.label_prefix)) => {
+                event.actor.clone()
             }
-            // The actor is the network; the container is an attribute.
-            Some(EventMessageTypeEnum::NETWORK) => attributes.get("container").cloned(),
+            EventSource::Network => event.attributes.get("container").cloned(),
             _ => None,
-        };
-        let Some(id) = id else { return Ok(None) };
-        let id = ContainerId(id);
-        tracing::debug!(container = %id, action, "docker event");
-        // `health_status: healthy` and the like: the action is the part before ':'.
-        let kind = action.split(':').next().unwrap_or_default().to_owned();
-        self.metrics
-            .docker_events
-            .get_or_create(&ActionLabel { action: kind.clone() })
-            .inc();
-        Ok(match kind.as_str() {
-            "kill"
-                if attributes
-                    .get("signal")
-                    .is_some_and(|s| STOP_SIGNALS.contains(&s.as_str())) =>
-            {
-                Some(ContainerUpdate::Drain(id))
-            }
+        }?;
+        Some((ContainerId(id), event))
+    }
+
+    async fn update(
+        &self,
+        docker: &Client,
+        networks: &mut NetworkDrivers,
+        id: ContainerId,
+        event: &Event,
+    ) -> Result<Option<ContainerUpdate>, DockerError> {
+        Ok(match action_kind(event) {
+            "kill" if is_stop_request(event) => Some(ContainerUpdate::Drain(id)),
+            // A reload request (SIGHUP, USR1...).
             "kill" => None,
             "die" | "stop" | "destroy" => Some(ContainerUpdate::Remove(id)),
             // Gone, or not ours (a network event about any container): a
@@ -213,7 +196,6 @@ impl Watcher {
         })
     }
 }
-
 const EVENTS: &[&str] = &[
     "start",
     "die",
@@ -232,28 +214,36 @@ const EVENTS: &[&str] = &[
 /// SIGQUIT, SIGKILL, SIGTERM. Others (HUP, USR1...) are reload requests.
 const STOP_SIGNALS: &[&str] = &["2", "3", "9", "15", "SIGINT", "SIGQUIT", "SIGKILL", "SIGTERM"];
 
+/// The action without its detail: `health_status: healthy` is `health_status`.
+fn action_kind(event: &Event) -> &str {
+    event.action.split(':').next().unwrap_or_default()
+}
+
+/// A `kill` event with a signal that ends the process: `docker stop` began.
+fn is_stop_request(event: &Event) -> bool {
+    action_kind(event) == "kill"
+        && event
+            .attributes
+            .get("signal")
+            .is_some_and(|s| STOP_SIGNALS.contains(&s.as_str()))
+}
+
 /// Every running container that carries `<prefix>.service`, inspected.
-pub async fn list(docker: &Docker, label_prefix: &str) -> Result<Vec<ContainerFacts>, DockerError> {
+pub async fn list(docker: &Client, label_prefix: &str) -> Result<Vec<ContainerFacts>, DockerError> {
     list_with(docker, label_prefix, &mut NetworkDrivers::default()).await
 }
 
 async fn list_with(
-    docker: &Docker,
+    docker: &Client,
     label_prefix: &str,
     networks: &mut NetworkDrivers,
 ) -> Result<Vec<ContainerFacts>, DockerError> {
-    let options = ListContainersOptions {
-        filters: Some(HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{label_prefix}.service")],
-        )])),
-        ..Default::default()
-    };
     let mut all = Vec::new();
-    for summary in docker.list_containers(Some(options)).await? {
-        if let Some(id) = summary.id {
-            all.extend(inspect(docker, networks, label_prefix, &id).await?);
-        }
+    for listed in docker
+        .list(&[format!("{label_prefix}.service")], Which::Running)
+        .await?
+    {
+        all.extend(inspect(docker, networks, label_prefix, &listed.id).await?);
     }
     Ok(all)
 }
@@ -261,35 +251,21 @@ async fn list_with(
 /// Inspects one container. `None` when it no longer exists or does not
 /// carry `<prefix>.service` (network events name any container).
 async fn inspect(
-    docker: &Docker,
+    docker: &Client,
     networks: &mut NetworkDrivers,
     label_prefix: &str,
     id: &str,
 ) -> Result<Option<ContainerFacts>, DockerError> {
-    let inspect = match docker.inspect_container(id, None).await {
-        Ok(inspect) => inspect,
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
-        Err(error) => return Err(error.into()),
+    let Some(inspected) = docker.inspect(id).await? else {
+        return Ok(None);
     };
-    let service_label = format!("{label_prefix}.service");
-    let ours = inspect
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.as_ref())
-        .is_some_and(|labels| labels.contains_key(&service_label));
-    if !ours {
+    if !inspected.labels().contains_key(&format!("{label_prefix}.service")) {
         return Ok(None);
     }
-    let network_ids: Vec<String> = inspect
-        .network_settings
-        .iter()
-        .flat_map(|n| n.networks.iter().flatten())
-        .filter_map(|(_, endpoint)| endpoint.network_id.clone())
-        .collect();
-    for network_id in &network_ids {
+    for network_id in &inspected.network_ids() {
         networks.learn(docker, network_id).await;
     }
-    Ok(convert::container_facts(inspect, |id| networks.is_overlay(id)))
+    Ok(inspected.facts(|id| networks.is_overlay(id)))
 }
 
 /// Network id -> whether it is an overlay; asked once per network.
@@ -297,17 +273,14 @@ async fn inspect(
 struct NetworkDrivers(HashMap<String, bool>);
 
 impl NetworkDrivers {
-    async fn learn(&mut self, docker: &Docker, id: &str) {
+    async fn learn(&mut self, docker: &Client, id: &str) {
         if self.0.contains_key(id) {
             return;
         }
-        match docker.inspect_network(id, None).await {
-            Ok(network) => {
-                self.0
-                    .insert(id.to_owned(), network.driver.as_deref() == Some("overlay"));
-            }
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                self.0.insert(id.to_owned(), false);
+        match docker.network_driver(id).await {
+            // A network that is gone counts as no overlay: its addresses are gone too.
+            Ok(driver) => {
+                self.0.insert(id.to_owned(), driver.as_deref() == Some("overlay"));
             }
             // Not cached: asked again at the container's next inspect.
             Err(error) => {
@@ -346,17 +319,13 @@ pub struct OwnContainer {
     pub project: Option<String>,
 }
 
-pub async fn own_container(docker: &Docker, id: &str) -> Result<OwnContainer, DockerError> {
-    let inspect = docker.inspect_container(id, None).await?;
-    let project = inspect
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.as_ref())
-        .and_then(|l| l.get(crate::model::COMPOSE_PROJECT_LABEL).cloned());
-    let networks = inspect
-        .network_settings
-        .and_then(|n| n.networks)
-        .map(|n| n.into_keys().collect())
-        .unwrap_or_default();
-    Ok(OwnContainer { networks, project })
+pub async fn own_container(docker: &Client, id: &str) -> Result<OwnContainer, DockerError> {
+    let inspected = docker
+        .inspect(id)
+        .await?
+        .ok_or_else(|| DockerError::NoSuchContainer(id.to_owned()))?;
+    Ok(OwnContainer {
+        networks: inspected.network_names(),
+        project: inspected.labels().get(crate::model::COMPOSE_PROJECT_LABEL).cloned(),
+    })
 }

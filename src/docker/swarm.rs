@@ -28,16 +28,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{EventMessage, EventMessageTypeEnum, LocalNodeState};
-use bollard::query_parameters::EventsOptions;
-use bollard::Docker;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::swarm_api::{self, filters_query, ApiError, LocalContainer, Service, Task};
-use super::{connect, convert, unix_now, DockerError, Report, STOP_SIGNALS};
+use super::{action_kind, connect, is_stop_request, unix_now, Client, DockerError, Event, EventSource, Report};
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
 use crate::settings::SwarmMode;
 
@@ -78,12 +75,6 @@ pub enum SwarmError {
     Api(#[from] ApiError),
     #[error("the daemon is not a swarm manager")]
     NotManager,
-}
-
-impl From<bollard::errors::Error> for SwarmError {
-    fn from(error: bollard::errors::Error) -> Self {
-        SwarmError::Docker(error.into())
-    }
 }
 
 /// One listing: the tasks as containers, the ones Swarm is stopping, and
@@ -178,16 +169,8 @@ impl SwarmWatcher {
         *listed = true;
         self.send(&mut listing).await;
 
-        let options = EventsOptions {
-            since: Some(since),
-            until: None,
-            filters: Some(HashMap::from([
-                ("type".to_owned(), vec!["service".to_owned(), "container".to_owned()]),
-                // Keeps out healthchecks' exec_* events, one per container and interval.
-                ("event".to_owned(), EVENTS.iter().map(|e| e.to_string()).collect()),
-            ])),
-        };
-        let mut events = docker.events(Some(options));
+        // The action filter keeps out healthchecks' exec_* events, one per container and interval.
+        let mut events = docker.events(since, &["service", "container"], EVENTS);
         let mut next = Instant::now() + pace(&listing);
         loop {
             tokio::select! {
@@ -238,25 +221,18 @@ enum Trigger {
     Nothing,
 }
 
-fn classify(event: &EventMessage) -> Trigger {
-    let attributes = event.actor.as_ref().and_then(|a| a.attributes.as_ref());
-    let action = event.action.as_deref().unwrap_or_default();
-    match event.typ {
-        Some(EventMessageTypeEnum::SERVICE) => Trigger::Relist,
-        Some(EventMessageTypeEnum::CONTAINER) if attributes.is_some_and(|a| a.contains_key(TASK_SERVICE_LABEL)) => {
-            let id = event.actor.as_ref().and_then(|a| a.id.clone());
-            match action.split(':').next().unwrap_or_default() {
-                "kill" => match (id, attributes.and_then(|a| a.get("signal"))) {
-                    (Some(id), Some(signal)) if STOP_SIGNALS.contains(&signal.as_str()) => {
-                        Trigger::Drain(ContainerId(id))
-                    }
-                    _ => Trigger::Nothing,
-                },
-                // Healthchecks run on every interval; only their results matter.
-                action if action.starts_with("exec_") => Trigger::Nothing,
-                _ => Trigger::Relist,
-            }
-        }
+fn classify(event: &Event) -> Trigger {
+    match event.source {
+        EventSource::Service => Trigger::Relist,
+        EventSource::Container if event.attributes.contains_key(TASK_SERVICE_LABEL) => match action_kind(event) {
+            "kill" => match &event.actor {
+                Some(id) if is_stop_request(event) => Trigger::Drain(ContainerId(id.clone())),
+                _ => Trigger::Nothing,
+            },
+            // Healthchecks run on every interval; only their results matter.
+            action if action.starts_with("exec_") => Trigger::Nothing,
+            _ => Trigger::Relist,
+        },
         _ => Trigger::Nothing,
     }
 }
@@ -264,7 +240,7 @@ fn classify(event: &EventMessage) -> Trigger {
 /// Lists once, for `teal render` and `check`: `None` when swarm discovery
 /// is off, or `auto` and the daemon is no manager.
 pub async fn list_once(
-    docker: &Docker,
+    docker: &Client,
     host: Option<&str>,
     label_prefix: &str,
     mode: SwarmMode,
@@ -281,7 +257,7 @@ pub async fn list_once(
 
 /// Reads services, tasks and this node's task containers into a [`Listing`].
 struct Lister {
-    docker: Docker,
+    docker: Client,
     host: String,
     version: String,
     label_prefix: String,
@@ -292,18 +268,16 @@ struct Lister {
 
 impl Lister {
     /// Fails with `NotManager` unless the daemon is an active manager.
-    async fn new(docker: Docker, host: Option<&str>, label_prefix: &str) -> Result<Self, SwarmError> {
-        let swarm = docker.info().await?.swarm.unwrap_or_default();
-        let manager = swarm.local_node_state == Some(LocalNodeState::ACTIVE) && swarm.control_available == Some(true);
-        if !manager {
+    async fn new(docker: Client, host: Option<&str>, label_prefix: &str) -> Result<Self, SwarmError> {
+        let node = docker.swarm_node().await?;
+        if !node.manager {
             return Err(SwarmError::NotManager);
         }
-        let version = docker.client_version();
         Ok(Self {
             host: resolve_host(host),
-            version: format!("{}.{}", version.major_version, version.minor_version),
+            version: docker.api_version(),
             label_prefix: label_prefix.to_owned(),
-            node_id: swarm.node_id.unwrap_or_default(),
+            node_id: node.node_id,
             image_ports: HashMap::new(),
             docker,
         })
@@ -377,12 +351,11 @@ impl Lister {
 
     /// This node's view of a task's container; `None` when it does not run.
     async fn local_container(&self, id: &str) -> Result<Option<LocalContainer>, SwarmError> {
-        let inspect = match self.docker.inspect_container(id, None).await {
-            Ok(inspect) => inspect,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
-            Err(error) => return Err(error.into()),
+        let Some(inspected) = self.docker.inspect(id).await? else {
+            return Ok(None);
         };
-        Ok(convert::container_facts(inspect, |_| true)
+        Ok(inspected
+            .facts(|_| true)
             .filter(|facts| facts.running)
             .map(|facts| LocalContainer {
                 health: facts.health,
@@ -396,19 +369,9 @@ impl Lister {
         if let Some(ports) = self.image_ports.get(image) {
             return ports.clone();
         }
-        let ports = match self.docker.inspect_image(image).await {
-            Ok(inspect) => {
-                let mut ports: Vec<u16> = inspect
-                    .config
-                    .and_then(|c| c.exposed_ports)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|spec| spec.strip_suffix("/tcp")?.parse().ok())
-                    .collect();
-                ports.sort_unstable();
-                ports
-            }
-            Err(_) => Vec::new(),
+        let ports = match self.docker.image(image).await {
+            Ok(Some(image)) => image.exposed_tcp_ports(),
+            Ok(None) | Err(_) => Vec::new(),
         };
         self.image_ports.insert(image.to_owned(), ports.clone());
         ports
@@ -425,23 +388,19 @@ fn resolve_host(host: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::EventActor;
 
-    fn event(typ: EventMessageTypeEnum, action: &str, attributes: &[(&str, &str)]) -> EventMessage {
-        EventMessage {
-            typ: Some(typ),
-            action: Some(action.to_owned()),
-            actor: Some(EventActor {
-                id: Some("c1".into()),
-                attributes: Some(attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            }),
-            ..Default::default()
+    fn event(source: EventSource, action: &str, attributes: &[(&str, &str)]) -> Event {
+        Event {
+            source,
+            action: action.to_owned(),
+            actor: Some("c1".into()),
+            attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
     #[test]
     fn events_that_matter() {
-        use EventMessageTypeEnum::{CONTAINER, SERVICE};
+        use EventSource::{Container as CONTAINER, Service as SERVICE};
         let task = (TASK_SERVICE_LABEL, "svc1");
         assert!(matches!(classify(&event(SERVICE, "update", &[])), Trigger::Relist));
         assert!(matches!(

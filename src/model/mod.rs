@@ -53,7 +53,7 @@ pub struct NetworkAddress {
     pub overlay: bool,
 }
 
-/// What Docker says about one container, already out of bollard's types.
+/// What Docker says about one container, already out of the Docker client's types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerFacts {
     pub id: ContainerId,

@@ -6,7 +6,7 @@
 //! 2. Find the running containers of the service; check that the running
 //!    daemon's `/status` serves it (only it can say "UP in HAProxy").
 //! 3. Create and start one replacement per old container: the same
-//!    configuration on the new image ([`replica`]).
+//!    configuration on the new image ([`plan`], [`crate::docker::replica`]).
 //! 4. Wait until each is healthy in Docker and UP in HAProxy ([`wait`]).
 //!    If one exits, turns unhealthy, is left out by teal or is late, the
 //!    replacements are removed; the old containers were never touched and
@@ -16,27 +16,22 @@
 //!    (non-compose) replacements the old names.
 
 mod lock;
+mod plan;
 mod progress;
-mod replica;
 mod wait;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bollard::models::{ContainerInspectResponse, ImageConfig, NetworkConnectRequest};
-use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
-};
-use bollard::Docker;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::labels::{self, parse_duration, ServiceName};
-use crate::model::COMPOSE_PROJECT_LABEL;
+use crate::docker::replica::Plan;
+use crate::docker::{Client, DockerError};
+use crate::model::labels::{parse_duration, ServiceName};
 use crate::settings::Settings;
 use lock::{Journal, Phase, RolloutLock};
+use plan::Old;
 use progress::seconds;
-use replica::{Plan, Target};
 use wait::Replacement;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -58,13 +53,6 @@ pub struct RolloutArgs {
     pub drain: Duration,
 }
 
-/// An old container being replaced.
-struct Old {
-    id: String,
-    name: String,
-    inspect: ContainerInspectResponse,
-}
-
 pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let service = args.service.as_str();
@@ -77,7 +65,7 @@ pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
     }
 
     let project = project(&settings, &docker).await?;
-    let old = old_containers(&docker, &settings.label_prefix, service, project.as_deref()).await?;
+    let old = plan::old_containers(&docker, &settings.label_prefix, service, project.as_deref()).await?;
     anyhow::ensure!(
         !old.is_empty(),
         "no running container has the label {}.service={service}{}",
@@ -98,7 +86,7 @@ pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
 
-    let plans = plan_all(&docker, &settings.label_prefix, &args, &old).await?;
+    let plans = plan::plan_all(&docker, &settings.label_prefix, args.image.as_deref(), &old).await?;
     println!(
         "rollout {service}: {} container{} -> {}",
         old.len(),
@@ -106,7 +94,7 @@ pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
         describe_images(&plans)
     );
     for (old, plan) in old.iter().zip(&plans) {
-        println!("  {} -> {}", old.name, plan.name);
+        println!("  {} -> {}", old.name(), plan.name);
         for note in &plan.notes {
             println!("    note: {note}");
         }
@@ -116,15 +104,7 @@ pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
     tokio::spawn(interrupt_on_signal(interrupted.clone()));
     let mut replacements = Vec::new();
     let up = async {
-        start_all(
-            &docker,
-            &settings.label_prefix,
-            &plans,
-            &old,
-            &mut replacements,
-            &mut lock,
-        )
-        .await?;
+        start_all(&docker, &plans, &old, &mut replacements, &mut lock).await?;
         wait::until_up(
             &docker,
             settings.status_bind,
@@ -164,13 +144,13 @@ fn plural(n: usize) -> &'static str {
 }
 
 fn describe_images(plans: &[Plan]) -> String {
-    let mut images: Vec<&str> = plans.iter().filter_map(|p| p.body.image.as_deref()).collect();
+    let mut images: Vec<&str> = plans.iter().map(Plan::image).collect();
     images.dedup();
     format!("image {}", images.join(", "))
 }
 
 /// `--project`, else teal's own compose project when it runs in one.
-async fn project(settings: &Settings, docker: &Docker) -> anyhow::Result<Option<String>> {
+async fn project(settings: &Settings, docker: &Client) -> anyhow::Result<Option<String>> {
     if settings.project.is_some() {
         return Ok(settings.project.clone());
     }
@@ -180,144 +160,12 @@ async fn project(settings: &Settings, docker: &Docker) -> anyhow::Result<Option<
     }
 }
 
-async fn old_containers(
-    docker: &Docker,
-    prefix: &str,
-    service: &str,
-    project: Option<&str>,
-) -> anyhow::Result<Vec<Old>> {
-    let options = ListContainersOptions {
-        filters: Some(HashMap::from([
-            ("label".to_owned(), vec![format!("{prefix}.service={service}")]),
-            ("status".to_owned(), vec!["running".to_owned(), "paused".to_owned()]),
-        ])),
-        ..Default::default()
-    };
-    let mut old = Vec::new();
-    for summary in docker.list_containers(Some(options)).await? {
-        let Some(id) = summary.id else { continue };
-        let inspect = match docker.inspect_container(&id, None).await {
-            Ok(inspect) => inspect,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => continue,
-            Err(error) => return Err(error.into()),
-        };
-        let name = inspect
-            .name
-            .clone()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_owned();
-        let container_labels = inspect
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
-        if project.is_some_and(|p| container_labels.get(COMPOSE_PROJECT_LABEL).map(String::as_str) != Some(p)) {
-            continue;
-        }
-        match labels::parse(prefix, &container_labels) {
-            Ok(Some(_)) => old.push(Old { id, name, inspect }),
-            Ok(None) => println!("skipping {name}: {prefix}.enable=false"),
-            Err(error) => anyhow::bail!(
-                "{name} has a bad label ({error}): teal leaves it out, and would leave its replacement out too; fix the label first"
-            ),
-        }
-    }
-    old.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(old)
-}
-
-/// The replacement of each old container, checking first that every
-/// image is on this Docker host (a rollout does not pull).
-async fn plan_all(docker: &Docker, prefix: &str, args: &RolloutArgs, old: &[Old]) -> anyhow::Result<Vec<Plan>> {
-    let rollout_id = rollout_id();
-    let mut next_number: HashMap<(String, String), u32> = HashMap::new();
-    let mut plans = Vec::new();
-    for old in old {
-        let config = old.inspect.config.clone().unwrap_or_default();
-        let image = match (&args.image, &config.image) {
-            (Some(image), _) | (None, Some(image)) => image.clone(),
-            (None, None) => anyhow::bail!("{} has no image reference; pass --image", old.name),
-        };
-        docker.inspect_image(&image).await.map_err(|e| match e {
-            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => anyhow::anyhow!(
-                "image {image} is not on this Docker host; pull or build it first (teal rollout does not pull)"
-            ),
-            other => anyhow::Error::from(other).context(format!("cannot inspect image {image}")),
-        })?;
-        let old_image: Option<ImageConfig> = match &old.inspect.image {
-            Some(id) => docker.inspect_image(id).await.ok().and_then(|i| i.config),
-            None => None,
-        };
-        let mut labels = vec![(format!("{prefix}.rollout"), rollout_id.clone())];
-        let name = match replica::compose_service(&old.inspect) {
-            Some((project, service)) => {
-                let key = (project.clone(), service.clone());
-                let number = match next_number.get(&key) {
-                    Some(n) => *n,
-                    None => highest_compose_number(docker, &project, &service).await? + 1,
-                };
-                next_number.insert(key, number + 1);
-                labels.push((replica::COMPOSE_NUMBER.into(), number.to_string()));
-                labels.push((replica::COMPOSE_ONEOFF.into(), "False".into()));
-                replica::compose_name(&old.name, &project, &service, number)
-            }
-            None => format!("{}-{rollout_id}", old.name),
-        };
-        plans.push(replica::plan(
-            &old.inspect,
-            old_image.as_ref(),
-            Target {
-                image: &image,
-                name,
-                labels,
-            },
-        ));
-    }
-    Ok(plans)
-}
-
-/// Six hex digits that tell this rollout's containers apart.
-fn rollout_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{:06x}",
-        (nanos as u64 ^ u64::from(std::process::id()).rotate_left(24)) & 0xff_ffff
-    )
-}
-
-/// Compose numbers containers 1, 2, ...; the next one is above every
-/// number in use, stopped containers included.
-async fn highest_compose_number(docker: &Docker, project: &str, service: &str) -> anyhow::Result<u32> {
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{}={project}", replica::COMPOSE_PROJECT),
-                format!("{}={service}", replica::COMPOSE_SERVICE),
-            ],
-        )])),
-        ..Default::default()
-    };
-    Ok(docker
-        .list_containers(Some(options))
-        .await?
-        .iter()
-        .filter_map(|c| c.labels.as_ref()?.get(replica::COMPOSE_NUMBER)?.parse().ok())
-        .max()
-        .unwrap_or(0))
-}
-
 fn journal(phase: Phase, old: &[Old], replacements: &[Replacement]) -> Journal {
     Journal {
         pid: std::process::id(),
         started: lock::unix_now(),
         phase,
-        old: old.iter().map(|o| o.id.clone()).collect(),
+        old: old.iter().map(|o| o.id().to_owned()).collect(),
         new: replacements.iter().map(|r| r.id.clone()).collect(),
     }
 }
@@ -325,47 +173,36 @@ fn journal(phase: Phase, old: &[Old], replacements: &[Replacement]) -> Journal {
 /// Creates every replacement (each recorded in the journal as soon as it
 /// exists), connects its other networks, then starts them all.
 async fn start_all(
-    docker: &Docker,
-    prefix: &str,
+    docker: &Client,
     plans: &[Plan],
     old: &[Old],
     replacements: &mut Vec<Replacement>,
     lock: &mut RolloutLock,
 ) -> Result<(), String> {
     for (i, plan) in plans.iter().enumerate() {
-        let options = CreateContainerOptions {
-            name: Some(plan.name.clone()),
-            ..Default::default()
-        };
-        let created = docker
-            .create_container(Some(options), plan.body.clone())
+        let id = docker
+            .create(plan)
             .await
             .map_err(|e| format!("cannot create {}: {e}", plan.name))?;
         replacements.push(Replacement {
-            id: created.id.clone(),
+            id: id.clone(),
             name: plan.name.clone(),
             replaces: i,
             routed: false,
-            settle: settle(prefix, plan),
+            settle: settle(&old[i]),
             up_since: None,
             up: false,
         });
         lock.record(&journal(Phase::Start, old, replacements))
             .map_err(|e| e.to_string())?;
-        for (network, endpoint) in &plan.extra_networks {
-            let request = NetworkConnectRequest {
-                container: created.id.clone(),
-                endpoint_config: Some(endpoint.clone()),
-            };
-            docker
-                .connect_network(network, request)
-                .await
-                .map_err(|e| format!("cannot connect {} to network {network}: {e}", plan.name))?;
-        }
+        docker
+            .connect_networks(&id, plan)
+            .await
+            .map_err(|e| format!("cannot connect {}: {e}", plan.name))?;
     }
     for r in replacements.iter() {
         docker
-            .start_container(&r.id, None)
+            .start(&r.id)
             .await
             .map_err(|e| format!("cannot start {}: {e}", r.name))?;
     }
@@ -373,22 +210,15 @@ async fn start_all(
 }
 
 /// How long a replacement must stay UP in HAProxy to have passed a check:
-/// its service's check interval, plus a second for the check to run.
-fn settle(prefix: &str, plan: &Plan) -> Duration {
-    let interval = plan
-        .body
-        .labels
-        .as_ref()
-        .and_then(|l| labels::parse(prefix, l).ok().flatten())
-        .map_or(labels::DEFAULT_HEALTH_INTERVAL, |l| {
-            Duration::from_millis(l.health.interval_ms)
-        });
-    interval + Duration::from_secs(1)
+/// its service's check interval (the old container's label: the
+/// replacement has the same), plus a second for the check to run.
+fn settle(old: &Old) -> Duration {
+    Duration::from_millis(old.labels.health.interval_ms) + Duration::from_secs(1)
 }
 
 /// Removes the replacements. One that was routed may be serving: it gets
 /// the drain grace period like an old container would.
-async fn roll_back(docker: &Docker, replacements: &[Replacement], drain: Duration) {
+async fn roll_back(docker: &Client, replacements: &[Replacement], drain: Duration) {
     let removals = replacements.iter().map(|r| async move {
         let grace = if r.routed { drain } else { Duration::ZERO };
         match stop_and_remove(docker, &r.id, grace, true).await {
@@ -405,7 +235,7 @@ async fn roll_back(docker: &Docker, replacements: &[Replacement], drain: Duratio
 
 /// Stops and removes the old containers, all at once: every replacement is
 /// UP, so the service keeps its capacity.
-async fn retire(docker: &Docker, old: &[Old], replacements: &[Replacement], drain: Duration) {
+async fn retire(docker: &Client, old: &[Old], replacements: &[Replacement], drain: Duration) {
     println!(
         "stopping {} old container{} (grace period {}; teal drains each on the stop request)",
         old.len(),
@@ -414,58 +244,38 @@ async fn retire(docker: &Docker, old: &[Old], replacements: &[Replacement], drai
     );
     let stops = old.iter().map(|o| async move {
         let started = Instant::now();
-        match stop_and_remove(docker, &o.id, drain, false).await {
-            Ok(()) => println!("  stopped and removed {} ({})", o.name, seconds(started.elapsed())),
-            Err(error) => println!("  could not stop and remove {}: {error}", o.name),
+        match stop_and_remove(docker, o.id(), drain, false).await {
+            Ok(()) => println!("  stopped and removed {} ({})", o.name(), seconds(started.elapsed())),
+            Err(error) => println!("  could not stop and remove {}: {error}", o.name()),
         }
     });
     futures::future::join_all(stops).await;
     for r in replacements {
         let old = &old[r.replaces];
-        if replica::compose_service(&old.inspect).is_some() {
+        if old.compose_service().is_some() {
             continue; // compose names by number; the new number is right
         }
-        let options = RenameContainerOptions { name: old.name.clone() };
-        match docker.rename_container(&r.id, options).await {
-            Ok(()) => println!("  renamed {} to {}", r.name, old.name),
-            Err(error) => println!("  kept the name {} (cannot rename it to {}: {error})", r.name, old.name),
+        match docker.rename(&r.id, old.name()).await {
+            Ok(()) => println!("  renamed {} to {}", r.name, old.name()),
+            Err(error) => println!(
+                "  kept the name {} (cannot rename it to {}: {error})",
+                r.name,
+                old.name()
+            ),
         }
     }
 }
 
 /// `docker stop -t GRACE` then `docker rm`; already stopped or gone is fine.
 /// `volumes`: also remove the container's anonymous volumes.
-async fn stop_and_remove(
-    docker: &Docker,
-    id: &str,
-    grace: Duration,
-    volumes: bool,
-) -> Result<(), bollard::errors::Error> {
-    let options = StopContainerOptions {
-        t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
-        signal: None,
-    };
-    match docker.stop_container(id, Some(options)).await {
-        Ok(()) => {}
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 304 | 404, ..
-        }) => {}
-        Err(error) => return Err(error),
-    }
-    let options = RemoveContainerOptions {
-        force: true,
-        v: volumes,
-        ..Default::default()
-    };
-    match docker.remove_container(id, Some(options)).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-        Err(error) => Err(error),
-    }
+async fn stop_and_remove(docker: &Client, id: &str, grace: Duration, volumes: bool) -> Result<(), DockerError> {
+    docker.stop(id, grace).await?;
+    docker.remove(id, volumes).await
 }
 
 /// A rollout that died left its journal: undo or finish its last phase,
 /// so the service is whole again before this rollout starts.
-async fn recover(docker: &Docker, service: &str, journal: &Journal, drain: Duration) {
+async fn recover(docker: &Client, service: &str, journal: &Journal, drain: Duration) {
     let (what, ids, volumes) = match journal.phase {
         Phase::Start => (
             "before its replacements were UP; removing them (its old containers kept serving)",

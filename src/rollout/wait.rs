@@ -12,13 +12,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bollard::models::HealthStatusEnum;
-use bollard::query_parameters::LogsOptions;
-use bollard::Docker;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::{seconds, Progress};
+use crate::docker::Client;
+use crate::model::Health;
 use crate::status::{self, StatusReport};
 
 const POLL: Duration = Duration::from_millis(250);
@@ -49,7 +47,7 @@ enum Stage {
 
 /// Returns when every replacement is UP; `Err` says which one failed and why.
 pub async fn until_up(
-    docker: &Docker,
+    docker: &Client,
     status_addr: SocketAddr,
     replacements: &mut [Replacement],
     timeout: Duration,
@@ -120,37 +118,30 @@ pub async fn until_up(
     result
 }
 
-async fn stage(docker: &Docker, r: &mut Replacement, report: &anyhow::Result<StatusReport>) -> Stage {
-    let inspect = match docker.inspect_container(&r.id, None).await {
-        Ok(inspect) => inspect,
+async fn stage(docker: &Client, r: &mut Replacement, report: &anyhow::Result<StatusReport>) -> Stage {
+    let state = match docker.inspect(&r.id).await {
+        Ok(Some(inspected)) => inspected.state(),
+        Ok(None) => return Stage::Failed("it was removed (not by this rollout)".into()),
         Err(error) => return Stage::Failed(format!("cannot inspect it: {error}")),
     };
-    let state = inspect.state.unwrap_or_default();
-    if state.restarting == Some(true) || state.running != Some(true) {
-        let code = state.exit_code.unwrap_or_default();
-        let verb = if state.restarting == Some(true) {
-            "keeps restarting"
-        } else {
-            "exited"
-        };
-        return Stage::Failed(format!("{verb} (exit code {code}){}", log_tail(docker, &r.id).await));
+    if state.restarting || !state.running {
+        let verb = if state.restarting { "keeps restarting" } else { "exited" };
+        return Stage::Failed(format!(
+            "{verb} (exit code {}){}",
+            state.exit_code,
+            log_tail(docker, &r.id).await
+        ));
     }
-    let health = state.health.unwrap_or_default();
-    match health.status {
-        Some(HealthStatusEnum::UNHEALTHY) => {
-            let output = health
-                .log
-                .unwrap_or_default()
-                .last()
-                .and_then(|l| l.output.clone())
-                .map(|o| o.trim().to_owned())
-                .filter(|o| !o.is_empty())
+    match state.health {
+        Health::Unhealthy => {
+            let output = state
+                .last_check_output
                 .map(|o| format!("; last check said: {o}"))
                 .unwrap_or_default();
             return Stage::Failed(format!("turned unhealthy in Docker{output}"));
         }
-        Some(HealthStatusEnum::STARTING) => return Stage::Waiting("health: starting".into()),
-        _ => {}
+        Health::Starting => return Stage::Waiting("health: starting".into()),
+        Health::Healthy | Health::None => {}
     }
     let report = match report {
         Ok(report) => report,
@@ -180,18 +171,13 @@ async fn stage(docker: &Docker, r: &mut Replacement, report: &anyhow::Result<Sta
 }
 
 /// The last lines the container printed, to say why it exited.
-async fn log_tail(docker: &Docker, id: &str) -> String {
-    let options = LogsOptions {
-        stdout: true,
-        stderr: true,
-        tail: "5".into(),
-        ..Default::default()
-    };
-    let mut lines = Vec::new();
-    let mut logs = docker.logs(id, Some(options));
-    while let Some(Ok(chunk)) = logs.next().await {
-        lines.extend(chunk.to_string().lines().map(|l| format!("\n    | {l}")));
-    }
+async fn log_tail(docker: &Client, id: &str) -> String {
+    let lines: Vec<String> = docker
+        .log_tail(id, 5)
+        .await
+        .iter()
+        .map(|l| format!("\n    | {l}"))
+        .collect();
     if lines.is_empty() {
         String::new()
     } else {

@@ -18,20 +18,23 @@ use bollard::models::{
     NetworkingConfig,
 };
 
-pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
-pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
-pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
-pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
+use super::client::{Image, Inspected};
 
-/// Everything needed to create one replacement.
+/// Everything needed to create one replacement ([`super::Client::create`]).
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub name: String,
-    pub body: ContainerCreateBody,
-    /// Networks to connect after create (the API takes one at create time).
-    pub extra_networks: Vec<(String, EndpointSettings)>,
     /// What was not copied, and why, for the operator.
     pub notes: Vec<String>,
+    pub(super) body: ContainerCreateBody,
+    /// Networks to connect after create (the API takes one at create time).
+    pub(super) extra_networks: Vec<(String, EndpointSettings)>,
+}
+
+impl Plan {
+    pub fn image(&self) -> &str {
+        self.body.image.as_deref().unwrap_or_default()
+    }
 }
 
 /// What a replacement is, apart from the old container.
@@ -42,33 +45,14 @@ pub struct Target<'a> {
     pub labels: Vec<(String, String)>,
 }
 
-/// The old container's compose project and service, when compose made it.
-pub fn compose_service(inspect: &ContainerInspectResponse) -> Option<(String, String)> {
-    let labels = inspect.config.as_ref()?.labels.as_ref()?;
-    Some((
-        labels.get(COMPOSE_PROJECT)?.clone(),
-        labels.get(COMPOSE_SERVICE)?.clone(),
-    ))
-}
-
-/// Compose's name for container `number` of a service, in the style of the
-/// old container's name (`p_s_1` by compose v1, `p-s-1` by v2).
-pub fn compose_name(old_name: &str, project: &str, service: &str, number: u32) -> String {
-    let sep = if old_name.starts_with(&format!("{project}-{service}-")) {
-        '-'
-    } else {
-        '_'
-    };
-    format!("{project}{sep}{service}{sep}{number}")
-}
-
-/// `old_image`: the config of the image the old container runs, when it
-/// still exists; without it everything is copied as the container has it.
-pub fn plan(old: &ContainerInspectResponse, old_image: Option<&ImageConfig>, target: Target) -> Plan {
+/// `old_image`: the image the old container runs, when it still exists;
+/// without it everything is copied as the container has it.
+pub fn plan(old: &Inspected, old_image: Option<&Image>, target: Target) -> Plan {
+    let old = &old.raw;
     let mut notes = Vec::new();
     let id = old.id.clone().unwrap_or_default();
     let config = old.config.clone().unwrap_or_default();
-    let image = old_image.cloned().unwrap_or_default();
+    let image = old_image.map(|i| i.0.clone()).unwrap_or_default();
     if old_image.is_none() {
         notes.push(
             "its old image is gone, so env, command and labels are copied as they are, image defaults included".into(),
@@ -121,6 +105,7 @@ pub fn plan(old: &ContainerInspectResponse, old_image: Option<&ImageConfig>, tar
     let (primary, extra_networks) = networks(old, &network_mode, &id, &mut notes);
     Plan {
         name: target.name,
+        notes,
         body: ContainerCreateBody {
             host_config: Some(host),
             networking_config: primary.map(|(name, endpoint)| NetworkingConfig {
@@ -129,7 +114,6 @@ pub fn plan(old: &ContainerInspectResponse, old_image: Option<&ImageConfig>, tar
             ..body
         },
         extra_networks,
-        notes,
     }
 }
 
@@ -318,9 +302,11 @@ mod tests {
         "ExposedPorts": {"8080/tcp": {}}, "Labels": {"image.vendor": "acme"}
     }"#;
 
+    const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
+
     fn planned(image: Option<&str>) -> Plan {
-        let old: ContainerInspectResponse = serde_json::from_str(OLD).unwrap();
-        let image: Option<ImageConfig> = image.map(|i| serde_json::from_str(i).unwrap());
+        let old = Inspected::new(serde_json::from_str(OLD).unwrap());
+        let image: Option<Image> = image.map(|i| Image(serde_json::from_str(i).unwrap()));
         let target = Target {
             image: "app:2",
             name: "demo_website_2".into(),
@@ -392,11 +378,5 @@ mod tests {
         assert_eq!(plan.body.env.as_ref().unwrap().len(), 3);
         assert_eq!(plan.body.cmd, Some(vec!["httpd".to_string()]));
         assert!(!plan.notes.is_empty());
-    }
-
-    #[test]
-    fn compose_names_follow_the_old_style() {
-        assert_eq!(compose_name("demo_web_1", "demo", "web", 3), "demo_web_3");
-        assert_eq!(compose_name("demo-web-1", "demo", "web", 3), "demo-web-3");
     }
 }
