@@ -1,12 +1,16 @@
 //! `--certs DIR`: the certificates HAProxy serves by SNI, and a watch on them.
 //!
-//! HAProxy reads the directory itself (`bind ... ssl crt DIR`) and picks a
-//! certificate by the client's SNI, the first file being the default. teal
-//! only lists the files, with a digest of each, in the template context: a
-//! new or replaced certificate changes the rendered config, and the usual
+//! Each file is checked on its own (`haproxy -c` on a config that loads
+//! only it, once per content): a broken one is refused alone, with
+//! HAProxy's words, and HAProxy loads the others from a crt-list teal
+//! writes (`bind ... ssl crt-list FILE`), the first file being the default.
+//! The files are listed with a digest of each in the template context, so
+//! a new or replaced certificate changes the rendered config, and the usual
 //! validate-then-reload puts it in service. Nothing restarts.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -23,17 +27,38 @@ pub struct Certificate {
     pub sha256: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read the certificate directory {dir} (--certs): {source}")]
-pub struct CertsError {
-    pub dir: String,
-    pub source: std::io::Error,
+/// A file of the certificate directory HAProxy would not load, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RefusedCertificate {
+    /// The file name, shown as in [`Certificate::file`].
+    pub file: String,
+    pub reason: String,
 }
 
+/// The directory, checked: what HAProxy serves and what it would refuse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// In the crt-list, in this order (the first is the default certificate).
+    pub certificates: Vec<Certificate>,
+    pub refused: Vec<RefusedCertificate>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error("cannot read the certificate directory {dir} (--certs): {source}")]
+    Read { dir: String, source: std::io::Error },
+    #[error("cannot write the certificate list {path} (in --state-dir): {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+/// Files HAProxy reads with a certificate of the same name, not on their own.
+const COMPANIONS: &[&str] = &[".key", ".ocsp", ".issuer", ".sctl"];
+
 /// The files HAProxy loads from `dir`: every regular file but dotfiles
-/// (which HAProxy skips, as editors' temp files usually are), by name.
-pub fn scan(dir: &Path) -> Result<Vec<Certificate>, CertsError> {
-    let error = |source| CertsError {
+/// (editors' temp files usually are) and companion files (`.key`, `.ocsp`,
+/// `.issuer`, `.sctl`), by name, each with its contents.
+fn scan(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, CertsError> {
+    let error = |source| CertsError::Read {
         dir: dir.display().to_string(),
         source,
     };
@@ -43,7 +68,7 @@ pub fn scan(dir: &Path) -> Result<Vec<Certificate>, CertsError> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // Follows symlinks, as HAProxy does (Kubernetes-style `..data` links).
-        if name.starts_with('.') || !entry.path().is_file() {
+        if name.starts_with('.') || COMPANIONS.iter().any(|c| name.ends_with(c)) || !entry.path().is_file() {
             continue;
         }
         let contents = match std::fs::read(entry.path()) {
@@ -55,13 +80,99 @@ pub fn scan(dir: &Path) -> Result<Vec<Certificate>, CertsError> {
         files.push((name.into_owned(), contents));
     }
     files.sort();
-    Ok(files
-        .into_iter()
-        .map(|(name, contents)| Certificate {
-            file: safe_name(&name),
-            sha256: hex(&Sha256::digest(&contents)),
-        })
-        .collect())
+    Ok(files)
+}
+
+/// Reads and checks `dir` with `haproxy`, and writes the crt-list of the
+/// certificates that load to `crt_list` (when it changed).
+pub fn load(dir: &Path, haproxy: &Path, crt_list: &Path) -> Result<Checked, CertsError> {
+    let check_config = crt_list.with_extension("check.cfg");
+    let write_error = |source| CertsError::Write {
+        path: crt_list.display().to_string(),
+        source,
+    };
+    let absolute = std::path::absolute(dir).map_err(|source| CertsError::Read {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let mut checked = Checked::default();
+    let mut list = String::new();
+    for (name, contents) in scan(dir)? {
+        let sha256 = hex(&Sha256::digest(&contents));
+        let file = safe_name(&name);
+        let verdict = if file != name {
+            // A crt-list line is words: the name would be read as options.
+            Err(
+                "the file name holds characters HAProxy's crt-list cannot (use A-Z a-z 0-9 . _ - + @); rename it"
+                    .into(),
+            )
+        } else {
+            check(haproxy, &absolute.join(&name), &sha256, &check_config)
+        };
+        match verdict {
+            Ok(()) => {
+                list.push_str(&format!("{}\n", absolute.join(&name).display()));
+                checked.certificates.push(Certificate { file, sha256 });
+            }
+            Err(reason) => {
+                tracing::warn!(file = %file, %reason, "certificate refused; the others are served");
+                checked.refused.push(RefusedCertificate { file, reason });
+            }
+        }
+    }
+    if std::fs::read_to_string(crt_list).ok().as_deref() != Some(list.as_str()) {
+        crate::apply::write_atomic(crt_list, list.as_bytes()).map_err(write_error)?;
+    }
+    Ok(checked)
+}
+
+/// Verdicts by HAProxy binary and certificate digest: a file is checked
+/// once per content. A memo of a pure function, so never stale.
+static VERDICTS: Mutex<Option<HashMap<VerdictKey, Result<(), String>>>> = Mutex::new(None);
+/// The HAProxy binary and the certificate's digest.
+type VerdictKey = (PathBuf, String);
+const VERDICTS_KEPT: usize = 1024;
+
+/// `haproxy -c` on `config`, written to load only `path` (with `sha256`).
+fn check(haproxy: &Path, path: &Path, sha256: &str, config: &Path) -> Result<(), String> {
+    let key = (haproxy.to_owned(), sha256.to_owned());
+    if let Some(verdict) = VERDICTS.lock().ok().and_then(|v| v.as_ref()?.get(&key).cloned()) {
+        return verdict;
+    }
+    let verdict = run_check(haproxy, path, config);
+    if let Ok(mut verdicts) = VERDICTS.lock() {
+        let verdicts = verdicts.get_or_insert_with(HashMap::new);
+        if verdicts.len() >= VERDICTS_KEPT {
+            verdicts.clear();
+        }
+        verdicts.insert(key, verdict.clone());
+    }
+    verdict
+}
+
+fn run_check(haproxy: &Path, path: &Path, config: &Path) -> Result<(), String> {
+    // Port 1 is never bound: `haproxy -c` only loads the certificate.
+    let text = format!(
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n\
+         frontend teal_certificate_check\n    bind 127.0.0.1:1 ssl crt {}\n",
+        path.display()
+    );
+    std::fs::write(config, text).map_err(|e| format!("cannot check it: {e}"))?;
+    let output = std::process::Command::new(haproxy)
+        .arg("-c")
+        .arg("-f")
+        .arg(config)
+        .output();
+    let _ = std::fs::remove_file(config);
+    let output = output.map_err(|e| format!("cannot run {} -c: {e}", haproxy.display()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    // `parsing [check.cfg:7] : 'bind ...' in section 'frontend' : unable
+    // to load certificate from file '...'.`: the last part says it.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let alert = stderr.lines().find(|l| l.contains("[ALERT]")).unwrap_or(stderr.trim());
+    Err(alert.rsplit(" : ").next().unwrap_or(alert).trim().to_owned())
 }
 
 fn safe_name(name: &str) -> String {
@@ -98,27 +209,93 @@ pub fn watch(dir: &Path, changes: mpsc::Sender<()>) -> anyhow::Result<notify::Re
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A self-signed certificate and its key in one PEM file, as HAProxy reads them.
+    pub(crate) fn make_certificate(dir: &Path, name: &str) {
+        let key = dir.join(format!(".{name}.key.tmp"));
+        let cert = dir.join(format!(".{name}.crt.tmp"));
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
+            .arg(format!("/CN={name}"))
+            .arg("-addext")
+            .arg(format!("subjectAltName=DNS:{name}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl (the Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pem = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+        std::fs::write(dir.join(format!("{name}.pem")), pem).unwrap();
+        std::fs::remove_file(key).unwrap();
+        std::fs::remove_file(cert).unwrap();
+    }
+
+    const HAPROXY: &str = "/usr/sbin/haproxy";
+
     #[test]
-    fn lists_files_with_digests_and_skips_dotfiles() {
+    fn lists_files_with_digests_and_skips_dotfiles_and_companions() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("b.example.pem"), "B").unwrap();
         std::fs::write(dir.path().join("a.example.pem"), "A").unwrap();
+        std::fs::write(dir.path().join("a.example.pem.key"), "K").unwrap();
         std::fs::write(dir.path().join(".a.example.pem.swp"), "junk").unwrap();
-        std::fs::write(dir.path().join("odd name\n.pem"), "C").unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        let certs = scan(dir.path()).unwrap();
-        let files: Vec<&str> = certs.iter().map(|c| c.file.as_str()).collect();
-        assert_eq!(files, ["a.example.pem", "b.example.pem", "odd_name_.pem"]);
-        // sha256("A")
-        assert_eq!(
-            certs[0].sha256,
-            "559aead08264d5795d3909718cdd05abd49572e84fe55590eef31a88a08fdffd"
+        let files = scan(dir.path()).unwrap();
+        let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["a.example.pem", "b.example.pem"]);
+    }
+
+    #[test]
+    fn a_broken_certificate_is_refused_alone_and_the_others_listed() {
+        if !Path::new(HAPROXY).exists() {
+            eprintln!("SKIPPED: {HAPROXY} is missing");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        make_certificate(dir.path(), "b.example");
+        make_certificate(dir.path(), "d.example");
+        std::fs::write(dir.path().join("c.example.pem"), "-----BEGIN CERTIFICATE-----\nxx\n").unwrap();
+        std::fs::write(dir.path().join("odd name.pem"), "C").unwrap();
+        let list = state.path().join("certificates.list");
+        let checked = load(dir.path(), Path::new(HAPROXY), &list).unwrap();
+        let good: Vec<&str> = checked.certificates.iter().map(|c| c.file.as_str()).collect();
+        assert_eq!(good, ["b.example.pem", "d.example.pem"]);
+        let refused: Vec<&str> = checked.refused.iter().map(|c| c.file.as_str()).collect();
+        assert_eq!(refused, ["c.example.pem", "odd_name.pem"]);
+        assert!(
+            checked.refused[0]
+                .reason
+                .starts_with("unable to load certificate from file"),
+            "{}",
+            checked.refused[0].reason
         );
-        std::fs::write(dir.path().join("a.example.pem"), "A2").unwrap();
-        assert_ne!(scan(dir.path()).unwrap()[0].sha256, certs[0].sha256);
+        assert!(checked.refused[1].reason.contains("rename it"));
+        let sha = hex(&Sha256::digest(
+            std::fs::read(dir.path().join("b.example.pem")).unwrap(),
+        ));
+        assert_eq!(checked.certificates[0].sha256, sha);
+        let absolute = std::path::absolute(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&list).unwrap(),
+            format!(
+                "{}\n{}\n",
+                absolute.join("b.example.pem").display(),
+                absolute.join("d.example.pem").display()
+            )
+        );
+        // Fixed: served at the next load.
+        make_certificate(dir.path(), "c.example");
+        let checked = load(dir.path(), Path::new(HAPROXY), &list).unwrap();
+        assert_eq!(checked.certificates.len(), 3);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::model::labels::{HostName, Mode, ServiceName};
 use crate::model::{Excluded, Service, Snapshot};
 use crate::settings::{BindAddr, Settings};
-use crate::tls::{self, Certificate, CertsError};
+use crate::tls::{self, Certificate, CertsError, RefusedCertificate};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ContextSettings {
@@ -25,11 +25,16 @@ pub struct ContextSettings {
 pub struct TlsSettings {
     /// `--https-bind`: the HTTPS side of the shared HTTP frontend.
     pub bind: BindAddr,
-    /// `--certs`: HAProxy loads every file in it and picks one by SNI.
+    /// `--certs`: the directory of the certificates.
     pub dir: String,
-    /// The files in `dir` with a digest each, by name. Empty: nothing to
-    /// serve yet, so the default template binds no HTTPS port.
+    /// The files in `dir` that HAProxy loads, with a digest each, by name.
+    /// Empty: nothing to serve yet, so the default template binds no HTTPS port.
     pub certificates: Vec<Certificate>,
+    /// The files in `dir` HAProxy would refuse, and why: left out.
+    pub refused: Vec<RefusedCertificate>,
+    /// The crt-list teal writes in `--state-dir`: `certificates`, in order
+    /// (HAProxy picks one by SNI, the first when none matches).
+    pub crt_list: String,
     /// The port redirects to HTTPS name in their Location; `None` for 443.
     pub redirect_port: Option<u16>,
 }
@@ -38,12 +43,18 @@ impl ContextSettings {
     /// Reads the `--certs` directory, if any: call again when it changes.
     pub fn new(settings: &Settings) -> Result<Self, CertsError> {
         let tls = match &settings.certs {
-            Some(dir) => Some(TlsSettings {
-                bind: settings.https_bind,
-                dir: dir.display().to_string(),
-                certificates: tls::scan(dir)?,
-                redirect_port: Some(settings.https_bind.port).filter(|p| *p != 443),
-            }),
+            Some(dir) => {
+                let crt_list = settings.state_dir.join("certificates.list");
+                let checked = tls::load(dir, &settings.haproxy, &crt_list)?;
+                Some(TlsSettings {
+                    bind: settings.https_bind,
+                    dir: dir.display().to_string(),
+                    certificates: checked.certificates,
+                    refused: checked.refused,
+                    crt_list: crt_list.display().to_string(),
+                    redirect_port: Some(settings.https_bind.port).filter(|p| *p != 443),
+                })
+            }
             None => None,
         };
         Ok(Self {

@@ -1,9 +1,6 @@
 //! Rendering of TLS, redirects, tcp services and per-service settings;
 //! every config here also passes `haproxy -c`.
 
-use std::path::Path;
-use std::process::Command;
-
 use clap::Parser;
 
 use super::tests_injection::haproxy_check;
@@ -11,6 +8,7 @@ use super::*;
 use crate::cli::Cli;
 use crate::model::tests::{facts, scope};
 use crate::model::{ContainerFacts, ContainerUpdate, Inventory};
+use crate::tls::tests::make_certificate;
 
 fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
     for (k, v) in labels {
@@ -22,7 +20,17 @@ fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
 /// Renders `containers` with extra command-line flags, checks the result
 /// with `haproxy -c`, returns it.
 fn render(flags: &[&str], containers: Vec<ContainerFacts>) -> String {
-    let mut args = vec!["teal", "render", "--http-bind", "127.0.0.1:8080"];
+    // The crt-list is written in the state directory.
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    let mut args = vec![
+        "teal",
+        "render",
+        "--http-bind",
+        "127.0.0.1:8080",
+        "--state-dir",
+        state_dir,
+    ];
     args.extend_from_slice(flags);
     let cli = Cli::try_parse_from(args).unwrap();
     let mut inventory = Inventory::default();
@@ -43,36 +51,12 @@ fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
     text.lines().map(str::trim).filter(|l| l.contains(needle)).collect()
 }
 
-/// A self-signed certificate and its key in one PEM file, as HAProxy reads them.
-pub(super) fn make_certificate(dir: &Path, name: &str) {
-    let key = dir.join(format!("{name}.key.tmp"));
-    let cert = dir.join(format!("{name}.crt.tmp"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
-        .arg(format!("/CN={name}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{name}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl (the Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
-    std::fs::write(dir.join(format!("{name}.pem")), pem).unwrap();
-    std::fs::remove_file(key).unwrap();
-    std::fs::remove_file(cert).unwrap();
-}
-
 #[test]
-fn https_binds_the_certificate_directory_and_redirects_per_service() {
+fn https_binds_the_certificates_that_load_and_redirects_per_service() {
     let certs = tempfile::tempdir().unwrap();
     make_certificate(certs.path(), "a.example");
+    // Refused alone: the good one is served.
+    std::fs::write(certs.path().join("broken.example.pem"), "not a certificate").unwrap();
     let dir = certs.path().to_str().unwrap();
     let containers = vec![
         with(
@@ -83,9 +67,17 @@ fn https_binds_the_certificate_directory_and_redirects_per_service() {
         with(facts("ccc", "root", "10.0.0.4"), &[("https-redirect", "true")]),
     ];
     let text = render(&["--certs", dir, "--https-bind", "127.0.0.1:8443"], containers.clone());
-    assert_eq!(
-        lines_with(&text, "ssl crt"),
-        [format!("bind 127.0.0.1:8443 ssl crt {dir} alpn h2,http/1.1")]
+    let binds = lines_with(&text, "ssl crt-list");
+    assert_eq!(binds.len(), 1, "{text}");
+    assert!(
+        binds[0].starts_with("bind 127.0.0.1:8443 ssl crt-list /"),
+        "{}",
+        binds[0]
+    );
+    assert!(
+        binds[0].ends_with("/certificates.list alpn h2,http/1.1"),
+        "{}",
+        binds[0]
     );
     assert_eq!(
         lines_with(&text, "use_backend"),
