@@ -1,6 +1,8 @@
 //! The template context: the documented, stable shape templates read
 //! (printed by `teal render --context`).
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::model::labels::{HostName, Mode, ServiceName};
@@ -37,6 +39,9 @@ pub struct TlsSettings {
     pub crt_list: String,
     /// The port redirects to HTTPS name in their Location; `None` for 443.
     pub redirect_port: Option<u16>,
+    /// `--haproxy`, which checks each certificate.
+    #[serde(skip)]
+    pub haproxy: std::path::PathBuf,
 }
 
 impl ContextSettings {
@@ -53,6 +58,7 @@ impl ContextSettings {
                     refused: checked.refused,
                     crt_list: crt_list.display().to_string(),
                     redirect_port: Some(settings.https_bind.port).filter(|p| *p != 443),
+                    haproxy: settings.haproxy.clone(),
                 })
             }
             None => None,
@@ -72,7 +78,9 @@ impl ContextSettings {
     pub fn rescan_certificates(&self) -> Result<Self, CertsError> {
         let mut next = self.clone();
         if let Some(tls) = &mut next.tls {
-            tls.certificates = tls::scan(std::path::Path::new(&tls.dir))?;
+            let checked = tls::load(Path::new(&tls.dir), &tls.haproxy, Path::new(&tls.crt_list))?;
+            tls.certificates = checked.certificates;
+            tls.refused = checked.refused;
         }
         Ok(next)
     }
