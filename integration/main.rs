@@ -18,6 +18,7 @@ mod http;
 mod teal;
 mod util;
 
+mod cli;
 mod discovery;
 mod examples;
 mod health;

@@ -30,11 +30,10 @@ pub fn teal_cli(teal: &Teal, args: &[&str]) -> Command {
             cmd.env_remove(key);
         }
     }
+    // As environment, since each subcommand takes only the flags it reads.
     cmd.args(args)
-        .arg("--label-prefix")
-        .arg(&teal.prefix)
-        .arg("--state-dir")
-        .arg(&teal.state_dir)
+        .env("TEAL_LABEL_PREFIX", &teal.prefix)
+        .env("TEAL_STATE_DIR", &teal.state_dir)
         .env("TEAL_STATUS_BIND", teal.status.to_string())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

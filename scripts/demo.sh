@@ -113,7 +113,7 @@ TMP="$(mktemp -d /tmp/teal-demo.XXXXXX)"
 mkdir -p "$TMP/state"
 
 say "starting teal: HAProxy on $HTTP_ADDR, status on $STATUS_ADDR, project $PROJECT (log: $TMP/teal.log)"
-"$TEAL_BIN" \
+"$TEAL_BIN" run \
     --label-prefix teal \
     --project "$PROJECT" \
     --reload supervise \
@@ -121,7 +121,7 @@ say "starting teal: HAProxy on $HTTP_ADDR, status on $STATUS_ADDR, project $PROJ
     --status-bind "$STATUS_ADDR" \
     --state-dir "$TMP/state" \
     --config "$TMP/haproxy.cfg" \
-    run >"$TMP/teal.log" 2>&1 &
+    >"$TMP/teal.log" 2>&1 &
 TEAL_PID=$!
 
 say "starting compose project $PROJECT (service website, image teal-test-app:latest)"

@@ -1,20 +1,34 @@
-//! The command line. Every flag has a `TEAL_*` environment twin.
+//! The command line as typed: one clap struct per subcommand, holding only
+//! the flags that subcommand reads (`teal switch --http-bind` is refused).
+//! Every flag has a `TEAL_*` environment twin. [`crate::settings`] turns
+//! these into the validated config each command runs with.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::settings::Settings;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::parse_duration;
+use crate::model::labels::{ServiceName, Slot};
+use crate::settings::{
+    parse_certs_dir, parse_label_prefix, BindAddr, ReloadMode, SwarmMode, DEFAULT_CONFIG, DEFAULT_DEBOUNCE,
+    DEFAULT_HAPROXY, DEFAULT_HTTPS_BIND, DEFAULT_HTTP_BIND, DEFAULT_LABEL_PREFIX, DEFAULT_RELOAD, DEFAULT_STATE_DIR,
+    DEFAULT_STATUS_BIND,
+};
+use crate::slots::parse_slot;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "teal",
     version,
-    about = "Label-driven HAProxy sidecar for zero-downtime Docker deploys"
+    about = "Label-driven HAProxy sidecar for zero-downtime Docker deploys",
+    after_help = "Flags go after the subcommand; `teal <COMMAND> --help` lists that command's. \
+                  Durations: 500ms, 2s, 1m30s; a bare number is milliseconds."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    #[command(flatten)]
-    pub settings: Settings,
     /// Log lines as human text or JSON.
     #[arg(long, global = true, env = "TEAL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -23,25 +37,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch Docker and keep HAProxy's config and servers in step (the daemon).
-    Run,
+    Run(RunArgs),
     /// Discover once and print the rendered haproxy.cfg; non-zero on any error.
-    Render {
-        /// Print the template context (JSON) instead of the config.
-        #[arg(long)]
-        context: bool,
-    },
+    Render(RenderArgs),
     /// Discover once, render, and validate the result with `haproxy -c`.
-    Check,
+    Check(CheckArgs),
     /// Ask the running daemon (at --status-bind) what it sees, as a table.
-    Status {
-        /// Print the raw /status JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
     /// Replace a service's containers with new ones (same config, new image), rolling back if they do not come up.
-    Rollout(crate::rollout::RolloutArgs),
+    Rollout(RolloutArgs),
     /// Blue/green: swap the slots of a service between the live frontend and the preview listener.
-    Switch(crate::switch::SwitchArgs),
+    Switch(SwitchArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -50,25 +56,270 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+
+    /// Where the rendered haproxy.cfg is written (atomically).
+    #[arg(long, env = "TEAL_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+
+    #[command(flatten)]
+    pub haproxy: HaproxyArgs,
+
+    /// How HAProxy picks up a new config: supervise, pidfile:PATH, container:NAME, master-socket:PATH or none.
+    #[arg(long, env = "TEAL_RELOAD", default_value = DEFAULT_RELOAD)]
+    pub reload: ReloadMode,
+
+    /// Quiet time that coalesces a burst of Docker events into one update.
+    #[arg(long, env = "TEAL_DEBOUNCE", default_value = DEFAULT_DEBOUNCE, value_parser = parse_duration)]
+    pub debounce: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+
+    /// Print the template context (JSON) instead of the config.
+    #[arg(long)]
+    pub context: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+
+    #[command(flatten)]
+    pub haproxy: HaproxyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the raw /status JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub status: StatusBindArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The service to replace: the value of its PREFIX.service label.
+    #[arg(value_parser = ServiceName::parse)]
+    pub service: ServiceName,
+
+    /// Image of the replacements (an older tag is a rollback) [default: what each old container's image reference points to now].
+    #[arg(long, env = "TEAL_ROLLOUT_IMAGE")]
+    pub image: Option<String>,
+
+    /// How long the replacements get to be healthy and UP in HAProxy before the rollout is rolled back.
+    #[arg(long, env = "TEAL_ROLLOUT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Grace period of each old container between its stop request (when teal drains it) and SIGKILL.
+    #[arg(long, env = "TEAL_ROLLOUT_DRAIN", default_value = "10s", value_parser = parse_duration)]
+    pub drain: Duration,
+
+    #[command(flatten)]
+    pub docker: DockerArgs,
+
+    #[command(flatten)]
+    pub state_dir: StateDirArgs,
+
+    #[command(flatten)]
+    pub status: StatusBindArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// The service to flip: the value of its PREFIX.service label.
+    #[arg(value_parser = ServiceName::parse)]
+    pub service: ServiceName,
+
+    /// Make this slot live (blue or green) instead of flipping; nothing to do when it already is.
+    #[arg(long, env = "TEAL_SWITCH_TO", value_parser = parse_slot)]
+    pub to: Option<Slot>,
+
+    /// Switch even when no server of the slot going live is UP, or no daemon answers (it applies the choice when it starts).
+    #[arg(long, env = "TEAL_SWITCH_FORCE")]
+    pub force: bool,
+
+    /// How long to wait for the daemon to apply the switch.
+    #[arg(long, env = "TEAL_SWITCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub state_dir: StateDirArgs,
+
+    #[command(flatten)]
+    pub status: StatusBindArgs,
+}
+
+/// What shapes haproxy.cfg: the flags `run`, `render` and `check` share, so
+/// `render` and `check` show what `run` would do with the same flags.
+#[derive(Debug, Args)]
+pub struct ShapeArgs {
+    #[command(flatten)]
+    pub docker: DockerArgs,
+
+    #[command(flatten)]
+    pub state_dir: StateDirArgs,
+
+    #[command(flatten)]
+    pub status: StatusBindArgs,
+
+    /// Handlebars template for haproxy.cfg, watched for changes [default: the embedded haproxy/haproxy.cfg.hbs].
+    #[arg(long, env = "TEAL_TEMPLATE")]
+    pub template: Option<PathBuf>,
+
+    /// Address of the shared HTTP frontend.
+    #[arg(long, env = "TEAL_HTTP_BIND", default_value = DEFAULT_HTTP_BIND)]
+    pub http_bind: BindAddr,
+
+    /// Blue/green: address of the preview listener, which serves the slot that is not live [default: none].
+    #[arg(long, env = "TEAL_PREVIEW_BIND")]
+    pub preview_bind: Option<BindAddr>,
+
+    /// Swarm services (labels from `deploy.labels`) as well as containers: auto (when the daemon is a swarm
+    /// manager, re-checked every 30s), on (`--swarm` alone; warn while it is no manager) or off (`--swarm=off`).
+    #[arg(
+        long,
+        env = "TEAL_SWARM",
+        value_enum,
+        default_value = "auto",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "on"
+    )]
+    pub swarm: SwarmMode,
+
+    /// TLS: a directory of PEM files (certificate + key each), served by SNI on --https-bind and watched:
+    /// adding or replacing a file reloads HAProxy [default: no TLS].
+    #[arg(long, env = "TEAL_CERTS", value_parser = parse_certs_dir)]
+    pub certs: Option<PathBuf>,
+
+    /// Address of the HTTPS side of the shared frontend; used only with --certs.
+    #[arg(long, env = "TEAL_HTTPS_BIND", default_value = DEFAULT_HTTPS_BIND)]
+    pub https_bind: BindAddr,
+}
+
+/// Which Docker daemon, and which of its containers.
+#[derive(Debug, Args)]
+pub struct DockerArgs {
+    /// Docker daemon address: unix:///PATH, tcp://HOST:PORT or http://HOST:PORT [default: DOCKER_HOST, else the local socket].
+    #[arg(long, env = "TEAL_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// Every label teal reads is PREFIX.KEY (PREFIX.service, PREFIX.port...).
+    #[arg(long, env = "TEAL_LABEL_PREFIX", default_value = DEFAULT_LABEL_PREFIX, value_parser = parse_label_prefix)]
+    pub label_prefix: String,
+
+    /// Only containers of this compose project [default: teal's own project when it runs in a compose container].
+    #[arg(long, env = "TEAL_PROJECT")]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StateDirArgs {
+    /// Directory of teal's state: HAProxy's sockets, its saved server states, the live blue/green slots.
+    #[arg(long, env = "TEAL_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusBindArgs {
+    /// Address of teal's status endpoint (the daemon's, for the commands that ask it).
+    #[arg(long, env = "TEAL_STATUS_BIND", default_value = DEFAULT_STATUS_BIND)]
+    pub status_bind: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct HaproxyArgs {
+    /// The haproxy executable (looked up in PATH), used to validate configs and in supervise mode.
+    #[arg(long, env = "TEAL_HAPROXY", default_value = DEFAULT_HAPROXY)]
+    pub haproxy: PathBuf,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        Cli::try_parse_from(args)
+            .map(|cli| cli.command)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn flags_parse_after_the_subcommand() {
-        let cli =
-            Cli::try_parse_from(["teal", "run", "--label-prefix", "t1", "--http-bind", "127.0.0.1:8080"]).unwrap();
-        assert_eq!(cli.settings.label_prefix, "t1");
-        assert_eq!(cli.settings.http_bind.to_string(), "127.0.0.1:8080");
+        let Ok(Command::Run(run)) = parse(&["teal", "run", "--label-prefix", "t1", "--http-bind", "127.0.0.1:8080"])
+        else {
+            panic!("not run")
+        };
+        assert_eq!(run.shape.docker.label_prefix, "t1");
+        assert_eq!(run.shape.http_bind.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_subcommand_refuses_the_flags_of_others() {
+        for args in [
+            &["teal", "switch", "web", "--http-bind", ":81"][..],
+            &["teal", "status", "--label-prefix", "t1"],
+            &["teal", "render", "--debounce", "1s"],
+            &["teal", "rollout", "web", "--reload", "none"],
+            &["teal", "--http-bind", ":81", "run"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains("unexpected argument"), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_log_format_goes_anywhere() {
+        for args in [
+            &["teal", "--log-format", "json", "status"][..],
+            &["teal", "status", "--log-format", "json"],
+        ] {
+            assert!(matches!(Cli::try_parse_from(args).unwrap().log_format, LogFormat::Json));
+        }
     }
 
     #[test]
     fn bad_values_are_refused_with_the_grammar() {
-        let err = Cli::try_parse_from(["teal", "run", "--reload", "restart"])
-            .unwrap_err()
-            .to_string();
+        let err = parse(&["teal", "run", "--reload", "restart"]).unwrap_err();
         assert!(err.contains("supervise"), "{err}");
-        assert!(Cli::try_parse_from(["teal", "run", "--label-prefix", "a b"]).is_err());
+        assert!(parse(&["teal", "run", "--label-prefix", "a b"]).is_err());
+        let err = parse(&["teal", "run", "--debounce", "fast"]).unwrap_err();
+        assert!(err.contains("1m30s"), "{err}");
+    }
+
+    #[test]
+    fn swarm_flag_forms() {
+        let swarm = |args: &[&str]| match parse(args) {
+            Ok(Command::Run(run)) => Ok(run.shape.swarm),
+            other => Err(format!("{other:?}")),
+        };
+        assert_eq!(swarm(&["teal", "run"]).unwrap(), SwarmMode::Auto);
+        assert_eq!(swarm(&["teal", "run", "--swarm"]).unwrap(), SwarmMode::On);
+        assert_eq!(swarm(&["teal", "run", "--swarm=off"]).unwrap(), SwarmMode::Off);
+        assert!(swarm(&["teal", "run", "--swarm=maybe"]).is_err());
+    }
+
+    #[test]
+    fn help_shows_the_environment_twins() {
+        use clap::CommandFactory;
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for env in ["TEAL_HTTP_BIND", "TEAL_DEBOUNCE", "TEAL_DOCKER_HOST", "TEAL_HAPROXY"] {
+            assert!(help.contains(env), "{env} missing from:\n{help}");
+        }
     }
 
     #[test]

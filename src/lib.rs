@@ -40,12 +40,14 @@
 //!   Docker and of a running daemon's `/status`.
 //! - [`app`]: wires the tasks together for `teal run`; [`oneshot`]: `teal
 //!   render`, `check` and `status`.
-//! - [`cli`], [`settings`]: the command line and the settings it gives.
+//! - [`cli`] -> [`settings`]: the flags of each subcommand, validated into
+//!   its config before anything starts; [`duration`]: how durations are written.
 
 pub mod app;
 pub mod apply;
 pub mod cli;
 pub mod docker;
+pub mod duration;
 pub mod isolate;
 pub mod model;
 pub mod model_owner;

@@ -1,29 +1,40 @@
-//! The `teal` binary: parse the command line, set up logging, run the command.
+//! The `teal` binary: parse the command line, set up logging, validate the
+//! command's config, run the command.
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use clap::Parser;
 use teal::cli::{Cli, Command, LogFormat};
+use teal::settings::{RolloutSettings, Settings, SettingsError};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let settings = cli.settings;
-    let result = match cli.command {
-        Command::Run => teal::app::run(settings).await,
-        Command::Render { context } => teal::oneshot::render(settings, context).await,
-        Command::Check => teal::oneshot::check(settings).await,
-        Command::Status { json } => teal::oneshot::status(settings, json).await,
-        Command::Rollout(args) => teal::rollout::run(settings, args).await,
-        Command::Switch(args) => teal::switch::run(settings, args).await,
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("teal: {error:#}");
-            std::process::ExitCode::FAILURE
+            // 2, as clap exits for a command line that can never work.
+            let never_works = error.is::<SettingsError>();
+            ExitCode::from(if never_works { 2 } else { 1 })
         }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let settings = Settings::for_run(args)?;
+            settings.warn_if_exposed();
+            teal::app::run(settings).await
+        }
+        Command::Render(args) => teal::oneshot::render(Settings::for_render(args.shape)?, args.context).await,
+        Command::Check(args) => teal::oneshot::check(Settings::for_check(args)?).await,
+        Command::Status(args) => teal::oneshot::status(args.into()).await,
+        Command::Rollout(args) => teal::rollout::run(RolloutSettings::new(args)?).await,
+        Command::Switch(args) => teal::switch::run(args.into()).await,
     }
 }
 

@@ -4,7 +4,7 @@ use crate::apply;
 use crate::docker;
 use crate::model::{ContainerUpdate, Inventory, Snapshot};
 use crate::render::{Context, ContextSettings, Renderer};
-use crate::settings::Settings;
+use crate::settings::{Settings, StatusSettings};
 use crate::status;
 
 /// Lists once and builds the snapshot: the shared start of `render` and `check`.
@@ -62,9 +62,9 @@ pub async fn check(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// `teal status`: ask the running daemon and print a table (or its JSON).
-pub async fn status(settings: Settings, json: bool) -> anyhow::Result<()> {
+pub async fn status(settings: StatusSettings) -> anyhow::Result<()> {
     let report = status::fetch(settings.status_bind).await?;
-    if json {
+    if settings.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         use std::io::IsTerminal;

@@ -1,4 +1,6 @@
-//! Validated settings: what the command line said, in trusted types.
+//! The validated config of each command: what the command line said, in
+//! trusted types, checked before anything starts (see [`crate::cli`] for
+//! the raw flags).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -6,10 +8,14 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Args;
 use serde::Serialize;
 
-use crate::model::labels::parse_duration;
+use crate::cli::{CheckArgs, RolloutArgs, RunArgs, ShapeArgs, StatusArgs, SwitchArgs};
+use crate::duration::parse_duration;
+use crate::model::labels::{ServiceName, Slot};
+
+mod checks;
+pub use checks::SettingsError;
 
 /// How teal makes HAProxy pick up a new config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,86 +109,120 @@ impl Serialize for BindAddr {
     }
 }
 
-#[derive(Debug, Clone, Args)]
+/// The config of `teal run`, `render` and `check`. `render` and `check`
+/// take only the flags that shape haproxy.cfg; the rest keeps its default.
+#[derive(Debug, Clone)]
 pub struct Settings {
-    /// Docker daemon address (unix:///path or tcp://host:port); else DOCKER_HOST, else the local socket.
-    #[arg(long, global = true, env = "TEAL_DOCKER_HOST")]
+    /// The Docker daemon: `--docker-host`, else `DOCKER_HOST`; `None` is the local socket.
     pub docker_host: Option<String>,
-
-    /// Every label teal reads is PREFIX.KEY (PREFIX.service, PREFIX.port...).
-    #[arg(long, global = true, env = "TEAL_LABEL_PREFIX", default_value = "teal", value_parser = parse_label_prefix)]
     pub label_prefix: String,
-
-    /// Only containers of this compose project [default: teal's own project when it runs in a compose container].
-    #[arg(long, global = true, env = "TEAL_PROJECT")]
     pub project: Option<String>,
-
-    /// Handlebars template for haproxy.cfg, watched for changes [default: the embedded haproxy/haproxy.cfg.hbs].
-    #[arg(long, global = true, env = "TEAL_TEMPLATE")]
     pub template: Option<PathBuf>,
-
-    /// Where the rendered haproxy.cfg is written (atomically).
-    #[arg(
-        long,
-        global = true,
-        env = "TEAL_CONFIG",
-        default_value = "/var/lib/teal/haproxy.cfg"
-    )]
     pub config: PathBuf,
-
-    /// Directory for HAProxy's sockets and its saved server states.
-    #[arg(long, global = true, env = "TEAL_STATE_DIR", default_value = "/var/lib/teal")]
     pub state_dir: PathBuf,
-
-    /// The haproxy executable, used to validate configs and in supervise mode.
-    #[arg(long, global = true, env = "TEAL_HAPROXY", default_value = "haproxy")]
     pub haproxy: PathBuf,
-
-    /// How HAProxy picks up a new config: supervise, pidfile:PATH, container:NAME, master-socket:PATH or none.
-    #[arg(long, global = true, env = "TEAL_RELOAD", default_value = "supervise")]
     pub reload: ReloadMode,
-
-    /// Address of the shared HTTP frontend.
-    #[arg(long, global = true, env = "TEAL_HTTP_BIND", default_value = ":80")]
     pub http_bind: BindAddr,
-
-    /// Blue/green: address of the preview listener, which serves the slot that is not live [default: none].
-    #[arg(long, global = true, env = "TEAL_PREVIEW_BIND")]
     pub preview_bind: Option<BindAddr>,
-
-    /// Swarm services (labels from `deploy.labels`) as well as containers: auto (when the daemon is a swarm
-    /// manager, re-checked every 30s), on (`--swarm` alone; warn while it is no manager) or off (`--swarm=off`).
-    #[arg(
-        long,
-        global = true,
-        env = "TEAL_SWARM",
-        value_enum,
-        default_value = "auto",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "on"
-    )]
     pub swarm: SwarmMode,
-
-    /// TLS: a directory of PEM files (certificate + key each), served by SNI on --https-bind and watched:
-    /// adding or replacing a file reloads HAProxy [default: no TLS].
-    #[arg(long, global = true, env = "TEAL_CERTS", value_parser = parse_certs_dir)]
     pub certs: Option<PathBuf>,
-
-    /// Address of the HTTPS side of the shared frontend; used only with --certs.
-    #[arg(long, global = true, env = "TEAL_HTTPS_BIND", default_value = ":443")]
     pub https_bind: BindAddr,
-
-    /// Address of teal's status endpoint.
-    #[arg(long, global = true, env = "TEAL_STATUS_BIND", default_value = "127.0.0.1:9180")]
     pub status_bind: SocketAddr,
-
-    /// Quiet time that coalesces a burst of Docker events into one update.
-    #[arg(long, global = true, env = "TEAL_DEBOUNCE", default_value = "50ms", value_parser = parse_duration)]
     pub debounce: Duration,
 }
 
+// The defaults, as `--help` shows them.
+pub const DEFAULT_LABEL_PREFIX: &str = "teal";
+pub const DEFAULT_CONFIG: &str = "/var/lib/teal/haproxy.cfg";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/teal";
+pub const DEFAULT_HAPROXY: &str = "haproxy";
+pub const DEFAULT_RELOAD: &str = "supervise";
+pub const DEFAULT_HTTP_BIND: &str = ":80";
+pub const DEFAULT_HTTPS_BIND: &str = ":443";
+pub const DEFAULT_STATUS_BIND: &str = "127.0.0.1:9180";
+pub const DEFAULT_DEBOUNCE: &str = "50ms";
+
+/// What `teal run` does without flags or `TEAL_*` environment (tests start
+/// from it and set what they need).
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            docker_host: None,
+            label_prefix: DEFAULT_LABEL_PREFIX.to_owned(),
+            project: None,
+            template: None,
+            config: DEFAULT_CONFIG.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+            haproxy: DEFAULT_HAPROXY.into(),
+            reload: DEFAULT_RELOAD.parse().expect("the default reload mode parses"),
+            http_bind: default_bind(DEFAULT_HTTP_BIND),
+            preview_bind: None,
+            swarm: SwarmMode::Auto,
+            certs: None,
+            https_bind: default_bind(DEFAULT_HTTPS_BIND),
+            status_bind: DEFAULT_STATUS_BIND.parse().expect("the default status address parses"),
+            debounce: parse_duration(DEFAULT_DEBOUNCE).expect("the default debounce parses"),
+        }
+    }
+}
+
+fn default_bind(text: &str) -> BindAddr {
+    text.parse().expect("a default bind address parses")
+}
+
 impl Settings {
+    /// `teal run`: refuses what can never work before anything starts.
+    pub fn for_run(args: RunArgs) -> Result<Self, SettingsError> {
+        let settings = Self {
+            config: args.config,
+            haproxy: args.haproxy.haproxy,
+            reload: args.reload,
+            debounce: args.debounce,
+            ..Self::shaped_by(args.shape)?
+        };
+        checks::config_file(&settings.config)?;
+        checks::haproxy(&settings.haproxy)?;
+        Ok(settings)
+    }
+
+    /// `teal render`.
+    pub fn for_render(args: ShapeArgs) -> Result<Self, SettingsError> {
+        Self::shaped_by(args)
+    }
+
+    /// `teal check`.
+    pub fn for_check(args: CheckArgs) -> Result<Self, SettingsError> {
+        let settings = Self {
+            haproxy: args.haproxy.haproxy,
+            ..Self::shaped_by(args.shape)?
+        };
+        checks::haproxy(&settings.haproxy)?;
+        Ok(settings)
+    }
+
+    fn shaped_by(args: ShapeArgs) -> Result<Self, SettingsError> {
+        Ok(Self {
+            docker_host: checks::docker_host(args.docker.docker_host)?,
+            label_prefix: args.docker.label_prefix,
+            project: args.docker.project,
+            template: args.template,
+            state_dir: args.state_dir.state_dir,
+            http_bind: args.http_bind,
+            preview_bind: args.preview_bind,
+            swarm: args.swarm,
+            certs: args.certs,
+            https_bind: args.https_bind,
+            status_bind: args.status.status_bind,
+            ..Self::default()
+        })
+    }
+
+    /// Logs what `teal run` with these settings exposes beyond this host.
+    pub fn warn_if_exposed(&self) {
+        checks::warn_if_plain_docker(self.docker_host.as_deref());
+        checks::warn_if_public_status(self.status_bind);
+    }
+
     /// Ports HAProxy or teal already listen on, which no tcp service may take.
     pub fn frontend_ports(&self) -> std::collections::BTreeSet<u16> {
         let mut ports = std::collections::BTreeSet::from([self.http_bind.port, self.status_bind.port()]);
@@ -210,6 +250,76 @@ impl Settings {
     /// back a server that is down or draining as UP.
     pub fn server_state_file(&self) -> PathBuf {
         self.state_dir.join("server-state")
+    }
+}
+
+/// The config of `teal rollout SERVICE`.
+#[derive(Debug, Clone)]
+pub struct RolloutSettings {
+    pub service: ServiceName,
+    pub image: Option<String>,
+    pub timeout: Duration,
+    pub drain: Duration,
+    pub docker_host: Option<String>,
+    pub label_prefix: String,
+    pub project: Option<String>,
+    pub state_dir: PathBuf,
+    pub status_bind: SocketAddr,
+}
+
+impl RolloutSettings {
+    pub fn new(args: RolloutArgs) -> Result<Self, SettingsError> {
+        Ok(Self {
+            service: args.service,
+            image: args.image,
+            timeout: args.timeout,
+            drain: args.drain,
+            docker_host: checks::docker_host(args.docker.docker_host)?,
+            label_prefix: args.docker.label_prefix,
+            project: args.docker.project,
+            state_dir: args.state_dir.state_dir,
+            status_bind: args.status.status_bind,
+        })
+    }
+}
+
+/// The config of `teal switch SERVICE`.
+#[derive(Debug, Clone)]
+pub struct SwitchSettings {
+    pub service: ServiceName,
+    pub to: Option<Slot>,
+    pub force: bool,
+    pub timeout: Duration,
+    pub state_dir: PathBuf,
+    pub status_bind: SocketAddr,
+}
+
+impl From<SwitchArgs> for SwitchSettings {
+    fn from(args: SwitchArgs) -> Self {
+        Self {
+            service: args.service,
+            to: args.to,
+            force: args.force,
+            timeout: args.timeout,
+            state_dir: args.state_dir.state_dir,
+            status_bind: args.status.status_bind,
+        }
+    }
+}
+
+/// The config of `teal status`.
+#[derive(Debug, Clone)]
+pub struct StatusSettings {
+    pub status_bind: SocketAddr,
+    pub json: bool,
+}
+
+impl From<StatusArgs> for StatusSettings {
+    fn from(args: StatusArgs) -> Self {
+        Self {
+            status_bind: args.status.status_bind,
+            json: args.json,
+        }
     }
 }
 
@@ -242,17 +352,6 @@ pub fn parse_certs_dir(s: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn swarm_flag_forms() {
-        use clap::Parser;
-        let parse = |args: &[&str]| crate::cli::Cli::try_parse_from(args).map(|cli| cli.settings.swarm);
-        assert_eq!(parse(&["teal", "run"]).unwrap(), SwarmMode::Auto);
-        // No value: on. A value needs '=', so `--swarm run` still reads `run` as the subcommand.
-        assert_eq!(parse(&["teal", "--swarm", "run"]).unwrap(), SwarmMode::On);
-        assert_eq!(parse(&["teal", "run", "--swarm=off"]).unwrap(), SwarmMode::Off);
-        assert!(parse(&["teal", "run", "--swarm=maybe"]).is_err());
-    }
 
     #[test]
     fn reload_modes() {

@@ -327,20 +327,14 @@ mod tests {
     #[test]
     fn the_preview_listener_gets_the_other_slot_with_the_same_routes() {
         use crate::render::{Context, ContextSettings, Renderer, DEFAULT_TEMPLATE};
-        use clap::Parser;
         let mut snap = snapshot(&[("a", Some("blue")), ("b", Some("green"))]);
         snap.services[0].hosts = vec![crate::model::labels::HostName::parse("shop.example").unwrap()];
         let routed = route(snap, &LiveSlots::default());
-        let args = [
-            "teal",
-            "render",
-            "--http-bind",
-            ":80",
-            "--preview-bind",
-            "127.0.0.1:8081",
-        ];
-        let cli = crate::cli::Cli::try_parse_from(args).unwrap();
-        let settings = ContextSettings::new(&cli.settings).unwrap();
+        let settings = crate::settings::Settings {
+            preview_bind: Some("127.0.0.1:8081".parse().unwrap()),
+            ..Default::default()
+        };
+        let settings = ContextSettings::new(&settings).unwrap();
         let text = Renderer::new(DEFAULT_TEMPLATE)
             .unwrap()
             .render(&Context::new(&settings, &routed))

@@ -11,36 +11,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::model::labels::{parse_duration, ServiceName, Slot};
-use crate::settings::Settings;
+use crate::model::labels::{ServiceName, Slot};
+use crate::settings::SwitchSettings;
 use crate::slots::{self, parse_slot, slot_name, LiveSlots};
 use crate::status::{self, ServerStatus, StatusReport};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct SwitchArgs {
-    /// The service to flip: the value of its PREFIX.service label.
-    #[arg(value_parser = ServiceName::parse)]
-    pub service: ServiceName,
-
-    /// Make this slot live (blue or green) instead of flipping; nothing to do when it already is.
-    #[arg(long, env = "TEAL_SWITCH_TO", value_parser = parse_slot)]
-    pub to: Option<Slot>,
-
-    /// Switch even when no server of the slot going live is UP, or no daemon answers (it applies the choice when it starts).
-    #[arg(long, env = "TEAL_SWITCH_FORCE")]
-    pub force: bool,
-
-    /// How long to wait for the daemon to apply the switch.
-    #[arg(long, env = "TEAL_SWITCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
-}
-
 const POLL: Duration = Duration::from_millis(100);
 
-pub async fn run(settings: Settings, args: SwitchArgs) -> anyhow::Result<()> {
-    let service = &args.service;
+pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
+    let service = &settings.service;
     let current = LiveSlots::load(&settings.state_dir)?.live(service);
-    let target = args.to.unwrap_or(slots::other(current));
+    let target = settings.to.unwrap_or(slots::other(current));
     if target == current {
         println!("{service}: {} is live already", slot_name(target));
         return Ok(());
@@ -52,7 +33,7 @@ pub async fn run(settings: Settings, args: SwitchArgs) -> anyhow::Result<()> {
             let going_live = slot_servers(report, service, &preview, target);
             let up = going_live.iter().filter(|s| is_up(s)).count();
             anyhow::ensure!(
-                up > 0 || args.force,
+                up > 0 || settings.force,
                 "no {} server of {service} is UP in HAProxy ({} known to teal): switching would send live \
                  traffic to nothing. Start the {} containers first, or pass --force",
                 slot_name(target),
@@ -60,7 +41,7 @@ pub async fn run(settings: Settings, args: SwitchArgs) -> anyhow::Result<()> {
                 slot_name(target)
             );
         }
-        Err(error) if !args.force => {
+        Err(error) if !settings.force => {
             return Err(anyhow::anyhow!("{error:#}")).context(format!(
                 "cannot check that the {} slot is UP; pass --force to switch anyway",
                 slot_name(target)
@@ -80,7 +61,7 @@ pub async fn run(settings: Settings, args: SwitchArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let deadline = Instant::now() + args.timeout;
+    let deadline = Instant::now() + settings.timeout;
     loop {
         if let Ok(report) = status::fetch(settings.status_bind).await {
             if applied(&report, service, target) {
@@ -104,7 +85,7 @@ pub async fn run(settings: Settings, args: SwitchArgs) -> anyhow::Result<()> {
             slot_name(target),
             path.display(),
             settings.status_bind,
-            args.timeout,
+            settings.timeout,
             settings.state_dir.display()
         );
         tokio::time::sleep(POLL).await;

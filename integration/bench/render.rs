@@ -7,10 +7,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use teal::cli::Cli;
 use teal::model::{ContainerFacts, ContainerId, ContainerUpdate, Health, Inventory, NetworkAddress, Scope};
 use teal::render::{Context, ContextSettings, Renderer, DEFAULT_TEMPLATE};
+use teal::settings::Settings;
 
 const SERVICES: usize = 100;
 const SERVERS: usize = 10_000;
@@ -51,9 +50,7 @@ fn stats(mut times: Vec<Duration>) -> String {
 }
 
 fn main() {
-    let settings = Cli::try_parse_from(["teal", "render"])
-        .expect("default settings")
-        .settings;
+    let settings = Settings::default();
     let scope = Scope {
         label_prefix: "teal".into(),
         project: None,

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::duration::parse_duration;
+
 /// Why a container's labels were refused. Shown in logs and `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("label {key}={value:?}: {reason}")]
@@ -324,25 +326,6 @@ fn parse_slot(value: &str) -> Result<Slot, String> {
     }
 }
 
-/// `250ms`, `2s`, `1m`, `1h`; a bare number is milliseconds, as in HAProxy.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a duration like 500ms, 2s, 1m"))?;
-    let millis = match unit {
-        "" | "ms" => Some(number),
-        "s" => number.checked_mul(1_000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        _ => None,
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{value:?} is not a duration like 500ms, 2s, 1m"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,12 +439,10 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("1.5s").is_err());
-        assert!(parse_duration("s").is_err());
+    fn check_intervals() {
+        assert_eq!(parse_check_interval("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_check_interval("250"), Ok(Duration::from_millis(250)));
+        assert!(parse_check_interval("50ms").is_err());
+        assert!(parse_check_interval("2h").is_err());
     }
 }

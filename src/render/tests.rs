@@ -1,9 +1,7 @@
-use clap::Parser;
-
 use super::*;
-use crate::cli::Cli;
 use crate::model::tests::{facts, scope};
 use crate::model::{ContainerFacts, ContainerUpdate, Health, Inventory, Snapshot};
+use crate::settings::Settings;
 
 fn render(containers: Vec<ContainerFacts>) -> String {
     let mut inventory = Inventory::default();
@@ -12,16 +10,12 @@ fn render(containers: Vec<ContainerFacts>) -> String {
 }
 
 fn render_snapshot(snapshot: &Snapshot) -> String {
-    let cli = Cli::try_parse_from([
-        "teal",
-        "render",
-        "--http-bind",
-        "127.0.0.1:8080",
-        "--state-dir",
-        "/run/t",
-    ])
-    .unwrap();
-    let settings = ContextSettings::new(&cli.settings).expect("settings");
+    let settings = Settings {
+        http_bind: "127.0.0.1:8080".parse().unwrap(),
+        state_dir: "/run/t".into(),
+        ..Settings::default()
+    };
+    let settings = ContextSettings::new(&settings).expect("settings");
     Renderer::new(DEFAULT_TEMPLATE)
         .unwrap()
         .render(&Context::new(&settings, snapshot))
@@ -118,8 +112,7 @@ fn a_broken_template_is_an_error_not_a_config() {
 }
 
 fn test_settings() -> ContextSettings {
-    let cli = Cli::try_parse_from(["teal", "render"]).unwrap();
-    ContextSettings::new(&cli.settings).expect("settings")
+    ContextSettings::new(&Settings::default()).expect("settings")
 }
 
 /// The longest, largest values the labels allow render into a config

@@ -12,13 +12,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
-use clap::Parser;
 use proptest::prelude::*;
 
 use super::*;
-use crate::cli::Cli;
 use crate::model::tests::{facts, scope};
 use crate::model::{labels, ContainerFacts, ContainerUpdate, Inventory, Snapshot};
+use crate::settings::Settings;
 
 pub(super) const HAPROXY: &str = "/usr/sbin/haproxy";
 
@@ -103,8 +102,11 @@ fn snapshot(victim: Option<ContainerFacts>) -> Snapshot {
 }
 
 fn render(snapshot: &Snapshot) -> String {
-    let cli = Cli::try_parse_from(["teal", "render", "--http-bind", "127.0.0.1:8080"]).unwrap();
-    let settings = ContextSettings::new(&cli.settings).expect("settings");
+    let settings = Settings {
+        http_bind: "127.0.0.1:8080".parse().unwrap(),
+        ..Settings::default()
+    };
+    let settings = ContextSettings::new(&settings).expect("settings");
     static RENDERER: std::sync::OnceLock<Renderer> = std::sync::OnceLock::new();
     RENDERER
         .get_or_init(|| Renderer::new(DEFAULT_TEMPLATE).unwrap())

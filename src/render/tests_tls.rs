@@ -1,13 +1,11 @@
 //! Rendering of TLS, redirects, tcp services and per-service settings;
 //! every config here also passes `haproxy -c`.
 
-use clap::Parser;
-
 use super::tests_injection::haproxy_check;
 use super::*;
-use crate::cli::Cli;
 use crate::model::tests::{facts, scope};
 use crate::model::{ContainerFacts, ContainerUpdate, Inventory};
+use crate::settings::Settings;
 use crate::tls::tests::make_certificate;
 
 fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
@@ -17,26 +15,33 @@ fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
     f
 }
 
-/// Renders `containers` with extra command-line flags, checks the result
-/// with `haproxy -c`, returns it.
-fn render(flags: &[&str], containers: Vec<ContainerFacts>) -> String {
+/// HTTP on 127.0.0.1:8080, and TLS with the certificates in `certs`.
+fn tls(certs: Option<&str>, https_bind: &str) -> Settings {
+    Settings {
+        http_bind: "127.0.0.1:8080".parse().unwrap(),
+        certs: certs.map(Into::into),
+        https_bind: https_bind.parse().unwrap(),
+        ..Settings::default()
+    }
+}
+
+fn no_tls() -> Settings {
+    tls(None, ":443")
+}
+
+/// Renders `containers` with `settings`, checks the result with
+/// `haproxy -c`, returns it.
+fn render(settings: Settings, containers: Vec<ContainerFacts>) -> String {
     // The crt-list is written in the state directory.
     let state = tempfile::tempdir().unwrap();
-    let state_dir = state.path().to_str().unwrap();
-    let mut args = vec![
-        "teal",
-        "render",
-        "--http-bind",
-        "127.0.0.1:8080",
-        "--state-dir",
-        state_dir,
-    ];
-    args.extend_from_slice(flags);
-    let cli = Cli::try_parse_from(args).unwrap();
+    let settings = Settings {
+        state_dir: state.path().into(),
+        ..settings
+    };
     let mut inventory = Inventory::default();
     inventory.apply(ContainerUpdate::Resync(containers));
     let snapshot = inventory.snapshot(&scope());
-    let settings = ContextSettings::new(&cli.settings).expect("settings");
+    let settings = ContextSettings::new(&settings).expect("settings");
     let text = Renderer::new(DEFAULT_TEMPLATE)
         .unwrap()
         .render(&Context::new(&settings, &snapshot))
@@ -66,7 +71,7 @@ fn https_binds_the_certificates_that_load_and_redirects_per_service() {
         with(facts("bb", "plain", "10.0.0.3"), &[("host", "b.example")]),
         with(facts("ccc", "root", "10.0.0.4"), &[("https-redirect", "true")]),
     ];
-    let text = render(&["--certs", dir, "--https-bind", "127.0.0.1:8443"], containers.clone());
+    let text = render(tls(Some(dir), "127.0.0.1:8443"), containers.clone());
     let binds = lines_with(&text, "ssl crt-list");
     assert_eq!(binds.len(), 1, "{text}");
     assert!(
@@ -93,16 +98,16 @@ fn https_binds_the_certificates_that_load_and_redirects_per_service() {
     assert_eq!(lines_with(&text, "sha256:").len(), 1);
 
     // On 443 the Location names no port.
-    let text = render(&["--certs", dir, "--https-bind", "127.0.0.1:443"], containers.clone());
+    let text = render(tls(Some(dir), "127.0.0.1:443"), containers.clone());
     assert!(text.contains("location https://%[var(txn.host)]%[pathq] code 301"));
 
     // A replaced certificate changes the config, so it gets reloaded.
     make_certificate(certs.path(), "a.example");
-    let replaced = render(&["--certs", dir, "--https-bind", "127.0.0.1:443"], containers.clone());
+    let replaced = render(tls(Some(dir), "127.0.0.1:443"), containers.clone());
     assert_ne!(lines_with(&text, "sha256:"), lines_with(&replaced, "sha256:"));
 
     // Without --certs there is no HTTPS, so nothing redirects to it.
-    let text = render(&[], containers);
+    let text = render(no_tls(), containers);
     assert!(
         !text.contains("ssl crt") && !text.contains("teal_https_redirect"),
         "{text}"
@@ -113,7 +118,7 @@ fn https_binds_the_certificates_that_load_and_redirects_per_service() {
 fn an_empty_certificate_directory_binds_no_https_yet() {
     let certs = tempfile::tempdir().unwrap();
     let containers = vec![with(facts("a", "web", "10.0.0.2"), &[("https-redirect", "true")])];
-    let text = render(&["--certs", certs.path().to_str().unwrap()], containers);
+    let text = render(tls(certs.path().to_str(), ":443"), containers);
     assert!(!text.contains("ssl crt"), "{text}");
     assert!(lines_with(&text, "use_backend teal_https_redirect").is_empty());
 }
@@ -121,7 +126,7 @@ fn an_empty_certificate_directory_binds_no_https_yet() {
 #[test]
 fn a_tcp_service_gets_its_own_frontend() {
     let text = render(
-        &[],
+        no_tls(),
         vec![
             with(
                 facts("a", "db", "10.0.0.2"),
@@ -144,7 +149,7 @@ fn a_tcp_service_gets_its_own_frontend() {
 #[test]
 fn per_service_settings_are_rendered() {
     let text = render(
-        &[],
+        no_tls(),
         vec![
             with(
                 facts("a", "web", "10.0.0.2"),
@@ -186,7 +191,7 @@ fn per_service_settings_are_rendered() {
 #[test]
 fn a_service_without_reachable_servers_keeps_its_route_and_answers_503() {
     let text = render(
-        &[],
+        no_tls(),
         vec![with(
             facts("a", "api", "10.0.0.2"),
             &[("host", "api.example"), ("network", "elsewhere")],

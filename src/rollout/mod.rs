@@ -27,41 +27,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::docker::replica::Plan;
 use crate::docker::{Client, DockerError};
-use crate::model::labels::{parse_duration, ServiceName};
-use crate::settings::Settings;
+use crate::settings::RolloutSettings;
 use lock::{Journal, Phase, RolloutLock};
 use plan::Old;
 use progress::seconds;
 use wait::Replacement;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct RolloutArgs {
-    /// The service to replace: the value of its PREFIX.service label.
-    #[arg(value_parser = ServiceName::parse)]
-    pub service: ServiceName,
-
-    /// Image of the replacements (an older tag is a rollback) [default: what each old container's image reference points to now].
-    #[arg(long, env = "TEAL_ROLLOUT_IMAGE")]
-    pub image: Option<String>,
-
-    /// How long the replacements get to be healthy and UP in HAProxy before the rollout is rolled back.
-    #[arg(long, env = "TEAL_ROLLOUT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub timeout: Duration,
-
-    /// Grace period of each old container between its stop request (when teal drains it) and SIGKILL.
-    #[arg(long, env = "TEAL_ROLLOUT_DRAIN", default_value = "10s", value_parser = parse_duration)]
-    pub drain: Duration,
-}
-
-pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
+pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
     let started = Instant::now();
-    let service = args.service.as_str();
+    let service = settings.service.as_str();
     let docker = crate::docker::connect(settings.docker_host.as_deref()).await?;
     // A stop waits out the grace period: keep the client from giving up first.
-    let docker = docker.with_timeout(Duration::from_secs(120).max(args.drain + Duration::from_secs(30)));
+    let docker = docker.with_timeout(Duration::from_secs(120).max(settings.drain + Duration::from_secs(30)));
     let (mut lock, left) = RolloutLock::acquire(&settings.state_dir, &settings.label_prefix, service)?;
     if let Some(journal) = left {
-        recover(&docker, service, &journal, args.drain).await;
+        recover(&docker, service, &journal, settings.drain).await;
     }
 
     let project = project(&settings, &docker).await?;
@@ -86,7 +66,7 @@ pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
 
-    let plans = plan::plan_all(&docker, &settings.label_prefix, args.image.as_deref(), &old).await?;
+    let plans = plan::plan_all(&docker, &settings.label_prefix, settings.image.as_deref(), &old).await?;
     println!(
         "rollout {service}: {} container{} -> {}",
         old.len(),
@@ -109,7 +89,7 @@ pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
             &docker,
             settings.status_bind,
             &mut replacements,
-            args.timeout,
+            settings.timeout,
             &interrupted,
         )
         .await
@@ -117,13 +97,13 @@ pub async fn run(settings: Settings, args: RolloutArgs) -> anyhow::Result<()> {
     .await;
     if let Err(why) = up {
         println!("rolling back: removing the replacements; the old containers were not touched and keep serving");
-        roll_back(&docker, &replacements, args.drain).await;
+        roll_back(&docker, &replacements, settings.drain).await;
         lock.finish()?;
         anyhow::bail!("rollout of {service} failed and was rolled back: {why}");
     }
 
     lock.record(&journal(Phase::Drain, &old, &replacements))?;
-    retire(&docker, &old, &replacements, args.drain).await;
+    retire(&docker, &old, &replacements, settings.drain).await;
     lock.finish()?;
     println!(
         "rollout {service}: done in {}; {} new container{} {}",
@@ -150,7 +130,7 @@ fn describe_images(plans: &[Plan]) -> String {
 }
 
 /// `--project`, else teal's own compose project when it runs in one.
-async fn project(settings: &Settings, docker: &Client) -> anyhow::Result<Option<String>> {
+async fn project(settings: &RolloutSettings, docker: &Client) -> anyhow::Result<Option<String>> {
     if settings.project.is_some() {
         return Ok(settings.project.clone());
     }

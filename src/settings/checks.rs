@@ -1,0 +1,178 @@
+//! Checks that refuse, at start-up, what can never work (a missing haproxy,
+//! a `--config` that is a directory, a Docker address teal cannot dial),
+//! and warnings for what works but is exposed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A setting that can never work; the message says what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "--haproxy {}: {reason}: install haproxy (apt-get install haproxy) or pass --haproxy PATH",
+        path.display()
+    )]
+    NoHaproxy { path: PathBuf, reason: String },
+    #[error(
+        "--config {}: is a directory; pass the file to write, e.g. --config {}",
+        path.display(),
+        path.join("haproxy.cfg").display()
+    )]
+    ConfigIsDirectory { path: PathBuf },
+    #[error(
+        "{origin} {host:?}: teal cannot connect there; use unix:///PATH (the local socket is \
+         unix:///var/run/docker.sock), tcp://HOST:PORT or http://HOST:PORT; for a remote daemon over \
+         TLS or SSH, forward its socket (ssh -L /tmp/docker.sock:/var/run/docker.sock HOST) and use \
+         unix:///tmp/docker.sock"
+    )]
+    DockerHost { origin: &'static str, host: String },
+}
+
+/// The haproxy executable, looked up as exec would: a name without '/' in
+/// PATH, a path as it is.
+pub(super) fn haproxy(path: &Path) -> Result<(), SettingsError> {
+    which::which(path).map(drop).map_err(|_| {
+        let reason = if path.components().count() > 1 {
+            "no such executable file"
+        } else {
+            "not found in PATH"
+        };
+        SettingsError::NoHaproxy {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    })
+}
+
+/// teal writes the rendered config to this path (through a file beside it).
+pub(super) fn config_file(path: &Path) -> Result<(), SettingsError> {
+    if path.is_dir() {
+        return Err(SettingsError::ConfigIsDirectory { path: path.to_owned() });
+    }
+    Ok(())
+}
+
+/// The daemon address teal dials: `--docker-host`, else `DOCKER_HOST`
+/// (unset: the local socket), refused unless bollard, as built here (no
+/// TLS, no SSH), can dial it.
+pub(super) fn docker_host(flag: Option<String>) -> Result<Option<String>, SettingsError> {
+    let env = std::env::var("DOCKER_HOST").ok();
+    resolve_docker_host(flag, env)
+}
+
+fn resolve_docker_host(flag: Option<String>, env: Option<String>) -> Result<Option<String>, SettingsError> {
+    let (origin, host) = match (flag, env) {
+        (Some(host), _) => ("--docker-host", host),
+        (None, Some(host)) => ("DOCKER_HOST", host),
+        (None, None) => return Ok(None),
+    };
+    let dialable = ["unix://", "tcp://", "http://"]
+        .iter()
+        .any(|scheme| host.len() > scheme.len() && host.starts_with(scheme));
+    if !dialable {
+        return Err(SettingsError::DockerHost { origin, host });
+    }
+    Ok(Some(host))
+}
+
+/// Plain `tcp://` (or `http://`) to the Docker API has no encryption and no
+/// authentication: whoever reaches that port controls the daemon.
+fn is_plain_tcp(host: &str) -> bool {
+    host.starts_with("tcp://") || host.starts_with("http://")
+}
+
+pub(super) fn warn_if_plain_docker(host: Option<&str>) {
+    if let Some(host) = host.filter(|h| is_plain_tcp(h)) {
+        tracing::warn!(
+            docker_host = host,
+            "the Docker API over plain TCP is unencrypted and unauthenticated: anyone who reaches this port \
+             controls the daemon; prefer the unix socket (or a read-only socket proxy on a private network)"
+        );
+    }
+}
+
+pub(super) fn warn_if_public_status(bind: SocketAddr) {
+    if !bind.ip().is_loopback() {
+        tracing::warn!(
+            status_bind = %bind,
+            "the status endpoint listens beyond loopback and has no authentication: /status names every \
+             container and image; publish it to trusted networks only"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_docker_host_comes_from_the_flag_then_the_environment() {
+        let resolve = |flag: Option<&str>, env: Option<&str>| {
+            resolve_docker_host(flag.map(Into::into), env.map(Into::into)).map_err(|e| e.to_string())
+        };
+        assert_eq!(resolve(None, None), Ok(None));
+        assert_eq!(resolve(None, Some("tcp://h:2375")), Ok(Some("tcp://h:2375".into())));
+        assert_eq!(
+            resolve(Some("unix:///run/d.sock"), Some("tcp://h:2375")),
+            Ok(Some("unix:///run/d.sock".into()))
+        );
+        assert_eq!(resolve(Some("http://h:2375"), None), Ok(Some("http://h:2375".into())));
+    }
+
+    #[test]
+    fn a_docker_host_teal_cannot_dial_is_refused_naming_its_source() {
+        let err = resolve_docker_host(Some("ftp://h".into()), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--docker-host \"ftp://h\""), "{err}");
+        assert!(err.contains("unix:///var/run/docker.sock"), "{err}");
+        let err = resolve_docker_host(None, Some("ssh://me@h".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("DOCKER_HOST \"ssh://me@h\""), "{err}");
+        for bad in [
+            "https://h:2376",
+            "npipe:////./pipe/docker_engine",
+            "/var/run/docker.sock",
+            "unix://",
+        ] {
+            assert!(resolve_docker_host(Some(bad.into()), None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_tcp_is_told_apart() {
+        assert!(is_plain_tcp("tcp://10.0.0.1:2375"));
+        assert!(is_plain_tcp("http://proxy:2375"));
+        assert!(!is_plain_tcp("unix:///var/run/docker.sock"));
+    }
+
+    #[test]
+    fn haproxy_is_looked_up_like_exec() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("haproxy");
+        std::fs::write(&file, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = haproxy(&file).unwrap_err().to_string();
+        assert!(err.contains("no such executable file"), "{err}");
+        assert!(
+            err.contains("install haproxy (apt-get install haproxy) or pass --haproxy PATH"),
+            "{err}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(haproxy(&file).is_ok());
+        assert!(haproxy(dir.path()).is_err(), "a directory is no executable");
+        let err = haproxy(Path::new("teal-no-such-haproxy")).unwrap_err().to_string();
+        assert!(err.contains("not found in PATH"), "{err}");
+        assert!(haproxy(Path::new("sh")).is_ok(), "found in PATH");
+    }
+
+    #[test]
+    fn a_config_path_that_is_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = config_file(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        assert!(config_file(&dir.path().join("haproxy.cfg")).is_ok());
+    }
+}
