@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::model::ServerState;
+use crate::render::ServerDefaults;
 
 /// A server of a backend: `backend/server` on the socket. Backend = service
 /// name and server = server name, as the default template renders them.
@@ -23,14 +24,14 @@ impl fmt::Display for Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// HAProxy 2.6 gives a dynamic server no `default-server` settings, so
-    /// the line carries all of them; it is born in maintenance.
+    /// the line carries them ([`ServerDefaults`]); it is born in maintenance.
     AddServer {
         target: Target,
         address: IpAddr,
         port: u16,
         weight: u16,
         maxconn: Option<u32>,
-        check_interval_ms: u64,
+        defaults: ServerDefaults,
     },
     EnableHealth(Target),
     SetState(Target, ServerState),
@@ -42,12 +43,6 @@ pub enum Command {
     },
     DelServer(Target),
 }
-
-/// HAProxy 2.6 gives a dynamic server no pool of idle connections (a limit
-/// of 0, purged at once), so every request to it opened a new connection:
-/// 200 keep-alive requests made 200 connects, against 1 for a server from the
-/// config. These are the values a config server gets by default.
-const IDLE_POOL: &str = "pool-max-conn -1 pool-purge-delay 5s";
 
 impl Command {
     /// `del server` is refused while sessions are attached: worth retrying
@@ -66,16 +61,13 @@ impl fmt::Display for Command {
                 port,
                 weight,
                 maxconn,
-                check_interval_ms,
+                defaults,
             } => {
                 write!(f, "add server {target} {address}:{port} weight {weight}")?;
                 if let Some(maxconn) = maxconn {
                     write!(f, " maxconn {maxconn}")?;
                 }
-                write!(
-                    f,
-                    " {IDLE_POOL} check inter {check_interval_ms}ms fall 3 rise 1 fastinter 100ms"
-                )
+                write!(f, " {defaults}")
             }
             Command::EnableHealth(target) => write!(f, "enable health {target}"),
             Command::SetState(target, state) => write!(f, "set server {target} state {}", state_word(*state)),

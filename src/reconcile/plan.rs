@@ -1,7 +1,9 @@
 //! The runtime API commands that take HAProxy's servers from one snapshot to
 //! the next, when the services themselves did not change.
 
+use crate::model::labels::ServiceName;
 use crate::model::{Change, Server, ServerState, Snapshot};
+use crate::render::{config_weight, ServerDefaults};
 
 use super::command::{Command, Target};
 
@@ -12,13 +14,13 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Command>> {
     if !before.same_services(after) {
         return None;
     }
-    let interval = |service: &str| {
+    // Same services on both sides, so each server's service is in `after`.
+    let defaults = |service: &ServiceName| {
         after
             .services
             .iter()
-            .find(|s| s.name.as_str() == service)
-            .map(|s| s.health.interval_ms)
-            .unwrap_or(500)
+            .find(|s| &s.name == service)
+            .map(ServerDefaults::of)
     };
     let target = |service: &str, server: &Server| Target {
         backend: service.to_owned(),
@@ -33,9 +35,9 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Command>> {
                     target: target.clone(),
                     address: server.address,
                     port: server.port,
-                    weight: configured_weight(server),
+                    weight: config_weight(server),
                     maxconn: server.maxconn,
-                    check_interval_ms: interval(service.as_str()),
+                    defaults: defaults(service)?,
                 });
                 commands.push(Command::EnableHealth(target.clone()));
                 if server.state != ServerState::Maint {
@@ -59,7 +61,10 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Command>> {
                         port: server.port,
                     });
                 }
-                if server.weight != was.weight {
+                // A server that drained since its config line or `add server`
+                // has weight 0 in HAProxy: leaving drain restores its weight.
+                let leaves_drain = was.state == ServerState::Drain && server.state != ServerState::Drain;
+                if server.weight != was.weight || leaves_drain {
                     commands.push(Command::SetWeight(target.clone(), server.weight));
                 }
                 if server.state != was.state {
@@ -70,16 +75,6 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Command>> {
         }
     }
     Some(commands)
-}
-
-/// The weight the config file gives a server: a draining one is rendered
-/// with weight 0, so a reload keeps it out of rotation.
-fn configured_weight(server: &Server) -> u16 {
-    if server.state == ServerState::Drain {
-        0
-    } else {
-        server.weight
-    }
 }
 
 #[cfg(test)]
@@ -102,10 +97,12 @@ mod tests {
         assert_eq!(
             lines(plan(&one, &two)),
             [
-                "add server web/app-bb-bb000000 10.0.0.3:8080 weight 100 pool-max-conn -1 pool-purge-delay 5s check inter 500ms \
-                 fall 3 rise 1 fastinter 100ms",
-                "enable health web/app-bb-bb000000",
-                "set server web/app-bb-bb000000 state ready",
+                format!(
+                    "add server web/app-bb-bb000000 10.0.0.3:8080 weight 100 {}",
+                    ServerDefaults { check_interval_ms: 500 }
+                ),
+                "enable health web/app-bb-bb000000".into(),
+                "set server web/app-bb-bb000000 state ready".into(),
             ]
         );
         let down = plan(&two, &one).unwrap();

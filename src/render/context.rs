@@ -5,10 +5,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::model::labels::{HostName, Mode, ServiceName};
-use crate::model::{Excluded, Service, Snapshot};
+use crate::model::labels::{Balance, HealthCheck, HostName, HttpPath, Mode, ServiceName};
+use crate::model::{Excluded, Server, Service, SlotRouting, Snapshot};
 use crate::settings::{BindAddr, Settings};
 use crate::tls::{self, Certificate, CertsError, RefusedCertificate};
+
+use super::server_options::{config_weight, ServerDefaults};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ContextSettings {
@@ -86,13 +88,63 @@ impl ContextSettings {
     }
 }
 
+/// A service as the template sees it: the model's fields, with what teal
+/// derives for the config.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContextService<'a> {
-    #[serde(flatten)]
-    pub service: &'a Service,
+    pub name: &'a ServiceName,
+    pub mode: Mode,
+    pub hosts: &'a [HostName],
+    pub path: Option<&'a HttpPath>,
+    pub listen: Option<u16>,
     /// The frontend address of a tcp service (`listen` on the HTTP bind's IP).
     /// `None` for a preview backend: it has no frontend of its own.
     pub bind: Option<BindAddr>,
+    pub balance: Balance,
+    pub health: &'a HealthCheck,
+    pub https_redirect: bool,
+    pub slots: Option<&'a SlotRouting>,
+    /// The options for the backend's `default-server` line, the same that
+    /// `add server` sends.
+    pub server_defaults: ServerDefaults,
+    pub servers: Vec<ContextServer<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContextServer<'a> {
+    #[serde(flatten)]
+    pub server: &'a Server,
+    /// The weight for the config line: 0 while draining.
+    pub config_weight: u16,
+}
+
+impl<'a> ContextService<'a> {
+    fn new(service: &'a Service, settings: &ContextSettings) -> Self {
+        Self {
+            name: &service.name,
+            mode: service.mode,
+            hosts: &service.hosts,
+            path: service.path.as_ref(),
+            listen: service.listen,
+            bind: (service.mode == Mode::Tcp && !is_preview(service))
+                .then_some(service.listen)
+                .flatten()
+                .map(|port| settings.http_bind.with_port(port)),
+            balance: service.balance,
+            health: &service.health,
+            https_redirect: service.https_redirect,
+            slots: service.slots.as_ref(),
+            server_defaults: ServerDefaults::of(service),
+            servers: service
+                .servers
+                .iter()
+                .map(|server| ContextServer {
+                    server,
+                    config_weight: config_weight(server),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One `use_backend` rule of the HTTP frontend.
@@ -130,13 +182,7 @@ impl<'a> Context<'a> {
         let services = snapshot
             .services
             .iter()
-            .map(|service| ContextService {
-                service,
-                bind: (service.mode == Mode::Tcp && !is_preview(service))
-                    .then_some(service.listen)
-                    .flatten()
-                    .map(|port| settings.http_bind.with_port(port)),
-            })
+            .map(|service| ContextService::new(service, settings))
             .collect();
         let live = snapshot.services.iter().filter(|s| !is_preview(s));
         let preview = snapshot.services.iter().filter(|s| is_preview(s));

@@ -2,6 +2,7 @@
 //! reading the template file the caller names.
 
 mod context;
+mod server_options;
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use handlebars::Handlebars;
 use sha2::{Digest, Sha256};
 
 pub use context::{Context, ContextSettings};
+pub use server_options::{config_weight, ServerDefaults};
 
 /// The template shipped in `haproxy/`, used when `--template` is not given.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../haproxy/haproxy.cfg.hbs");

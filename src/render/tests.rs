@@ -43,7 +43,10 @@ fn a_catch_all_service_is_the_default_backend() {
     );
     assert_eq!(
         lines_with(&text, "default-server"),
-        ["default-server check inter 500ms fall 3 rise 1 fastinter 100ms"]
+        [format!(
+            "default-server {}",
+            crate::render::ServerDefaults { check_interval_ms: 500 }
+        )]
     );
     assert!(text.contains("bind 127.0.0.1:8080"));
     assert!(text.contains("stats socket /run/t/haproxy.sock"));

@@ -184,7 +184,12 @@ fn per_service_settings_are_rendered() {
     );
     assert_eq!(
         lines_with(&text, "default-server"),
-        ["default-server check inter 2000ms fall 3 rise 1 fastinter 100ms"]
+        [format!(
+            "default-server {}",
+            crate::render::ServerDefaults {
+                check_interval_ms: 2000
+            }
+        )]
     );
 }
 
