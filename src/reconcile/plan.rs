@@ -78,6 +78,10 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Command>> {
 }
 
 #[cfg(test)]
+#[path = "plan_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::tests::{facts, scope};
