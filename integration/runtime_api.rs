@@ -158,3 +158,204 @@ async fn requests_on_one_connection(addr: std::net::SocketAddr, n: usize) -> Vec
     }
     bodies
 }
+
+/// The commands `plan(a, b)` gives, sent to a real HAProxy running `a`'s
+/// config, leave the server table of `b` (`show servers state`): addresses,
+/// weights and states. Then a second plan takes servers out of drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_applied_to_haproxy_gives_the_next_server_table() {
+    use teal::model::ServerState::{Drain, Maint, Ready};
+    let Some(haproxy) = RealHaproxy::start(&plan_snapshot(&[
+        ("a", 2, 100, Ready),
+        ("b", 2, 100, Ready),
+        ("c", 2, 100, Ready),
+        ("d", 2, 100, Ready),
+    ]))
+    .await
+    else {
+        return;
+    };
+    let a = haproxy.snapshot.clone();
+    // Re-weighted, drained, removed, moved; added ready, in maintenance, draining.
+    let b = plan_snapshot(&[
+        ("a", 2, 50, Ready),
+        ("b", 2, 100, Drain),
+        ("d", 3, 100, Ready),
+        ("e", 2, 100, Ready),
+        ("f", 2, 100, Maint),
+        ("g", 2, 100, Drain),
+    ]);
+    let c = plan_snapshot(&[
+        ("a", 2, 50, Ready),
+        ("b", 2, 100, Ready),
+        ("d", 3, 100, Ready),
+        ("e", 2, 100, Ready),
+        ("f", 2, 100, Ready),
+        ("g", 2, 100, Ready),
+    ]);
+    for (before, after) in [(&a, &b), (&b, &c)] {
+        let commands = teal::reconcile::plan(before, after).expect("only servers change");
+        if let Err(refused) = teal::apply::run_commands(&haproxy.admin_socket, &commands).await {
+            panic!("HAProxy refused {refused}; all commands: {commands:#?}");
+        }
+        assert_eq!(haproxy.table().await, expected_table(after));
+    }
+}
+
+type ServerTable = std::collections::BTreeMap<String, (String, u16, &'static str, Option<u16>)>;
+
+/// Per server: address, port, admin state, and the weight unless draining
+/// (a drained server takes no new requests whatever its weight).
+fn expected_table(snapshot: &teal::model::Snapshot) -> ServerTable {
+    use teal::model::ServerState;
+    snapshot.services[0]
+        .servers
+        .iter()
+        .map(|s| {
+            let state = match s.state {
+                ServerState::Ready => "ready",
+                ServerState::Drain => "drain",
+                ServerState::Maint => "maint",
+            };
+            let weight = (s.state != ServerState::Drain).then_some(s.weight);
+            (s.name.clone(), (s.address.to_string(), s.port, state, weight))
+        })
+        .collect()
+}
+
+/// Service `web` with servers `(name, last octet of 127.0.0.x, weight, state)`,
+/// all on one port nobody answers: checks fail, which the admin state ignores.
+fn plan_snapshot(servers: &[(&str, u8, u16, teal::model::ServerState)]) -> teal::model::Snapshot {
+    use teal::model::labels::{Balance, HealthCheck, Mode, ServiceName};
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let port = *PORT.get_or_init(free_port);
+    let servers = servers
+        .iter()
+        .map(|&(name, octet, weight, state)| teal::model::Server {
+            name: name.into(),
+            address: std::net::IpAddr::from([127, 0, 0, octet]),
+            port,
+            weight,
+            maxconn: None,
+            state,
+            reason: None,
+            slot: None,
+            container_id: teal::model::ContainerId(format!("{name:0<64}")),
+            container_name: name.into(),
+            image: "app:1".into(),
+        })
+        .collect();
+    teal::model::Snapshot {
+        services: vec![teal::model::Service {
+            name: ServiceName::parse("web").unwrap(),
+            mode: Mode::Http,
+            hosts: Vec::new(),
+            path: None,
+            listen: None,
+            balance: Balance::Roundrobin,
+            health: HealthCheck {
+                path: None,
+                interval_ms: 500,
+            },
+            https_redirect: false,
+            servers,
+            slots: None,
+        }],
+        excluded: Vec::new(),
+    }
+}
+
+/// HAProxy on the default template's rendering of `snapshot`, stopped on drop.
+struct RealHaproxy {
+    dir: tempfile::TempDir,
+    admin_socket: std::path::PathBuf,
+    snapshot: teal::model::Snapshot,
+}
+
+impl RealHaproxy {
+    async fn start(snapshot: &teal::model::Snapshot) -> Option<Self> {
+        if std::process::Command::new("haproxy").arg("-v").output().is_err() {
+            crate::util::skip("no haproxy binary");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("teal-plan-")
+            .tempdir()
+            .expect("tempdir");
+        let admin_socket = dir.path().join("haproxy.sock");
+        let state_file = dir.path().join("server-state");
+        std::fs::write(&state_file, "").expect("state file");
+        let settings = teal::render::ContextSettings {
+            http_bind: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            preview_bind: None,
+            admin_socket: admin_socket.display().to_string(),
+            server_state_file: state_file.display().to_string(),
+            label_prefix: "teal".into(),
+            tls: None,
+        };
+        let text = teal::render::Renderer::new(teal::render::DEFAULT_TEMPLATE)
+            .unwrap()
+            .render(&teal::render::Context::new(&settings, snapshot))
+            .expect("render");
+        let config = dir.path().join("haproxy.cfg");
+        std::fs::write(&config, text).expect("write config");
+        std::process::Command::new("haproxy")
+            .arg("-D")
+            .arg("-f")
+            .arg(&config)
+            .status()
+            .expect("start haproxy");
+        let started = Self {
+            dir,
+            admin_socket,
+            snapshot: snapshot.clone(),
+        };
+        wait_until(CONVERGE, "haproxy answers on its admin socket", || async {
+            teal::apply::admin_command(&started.admin_socket, "show info")
+                .await
+                .is_ok()
+        })
+        .await;
+        Some(started)
+    }
+
+    /// `show servers state` of backend web.
+    async fn table(&self) -> ServerTable {
+        let answer = teal::apply::admin_command(&self.admin_socket, "show servers state web")
+            .await
+            .expect("show servers state");
+        let mut table = ServerTable::new();
+        for line in answer
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let admin: u32 = f[6].parse().unwrap();
+            let weight: u16 = f[7].parse().unwrap();
+            // Forced maintenance (0x01), or disabled in the config (0x04)
+            // and never set ready since; drain (0x08) or its config flag.
+            let state = if admin & 0x05 != 0 {
+                "maint"
+            } else if admin & 0x18 != 0 {
+                "drain"
+            } else {
+                "ready"
+            };
+            let weight = (state != "drain").then_some(weight);
+            table.insert(
+                f[3].to_owned(),
+                (f[4].to_owned(), f[18].parse().unwrap(), state, weight),
+            );
+        }
+        table
+    }
+}
+
+impl Drop for RealHaproxy {
+    fn drop(&mut self) {
+        // Daemonised: found by its config path, which only this test uses.
+        let pids = crate::util::pids_mentioning(&self.dir.path().display().to_string());
+        crate::util::terminate(&pids, Duration::from_secs(2));
+    }
+}

@@ -19,7 +19,7 @@ use crate::settings::{ReloadMode, Settings};
 use supervisor::{Supervisor, SupervisorConfig};
 
 pub use file::write_atomic;
-pub use runtime::RuntimeRefused;
+pub use runtime::{run as run_commands, RuntimeRefused};
 pub use socket::command as admin_command;
 
 #[derive(Debug, thiserror::Error)]

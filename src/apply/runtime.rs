@@ -42,11 +42,16 @@ pub async fn run(admin_socket: &Path, commands: &[Command]) -> Result<(), Runtim
     Ok(())
 }
 
-/// HAProxy answers state and weight changes with nothing, and `add`/`del
-/// server` with a confirmation sentence.
+/// HAProxy answers state and weight changes with nothing, `add`/`del
+/// server` with a confirmation sentence, and `set server addr` by saying
+/// what changed ("IP changed from '10.0.0.2' to '10.0.0.3', no need to
+/// change the port by 'stats socket command'").
 fn accepted(answer: &str) -> bool {
     let answer = answer.trim();
-    answer.is_empty() || answer.starts_with("New server registered") || answer.starts_with("Server deleted")
+    answer.is_empty()
+        || answer.starts_with("New server registered")
+        || answer.starts_with("Server deleted")
+        || answer.ends_with("by 'stats socket command'")
 }
 
 #[cfg(test)]
@@ -58,6 +63,9 @@ mod tests {
         assert!(accepted(""));
         assert!(accepted("New server registered.\n"));
         assert!(accepted("Server deleted.\n"));
+        assert!(accepted(
+            "IP changed from '127.0.0.2' to '127.0.0.3', no need to change the port by 'stats socket command'\n"
+        ));
         assert!(!accepted(
             "Server still has connections attached to it, cannot remove it.\n"
         ));
