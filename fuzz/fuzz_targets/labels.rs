@@ -11,11 +11,10 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use clap::Parser;
 use libfuzzer_sys::fuzz_target;
-use teal::cli::Cli;
 use teal::model::{labels, ContainerFacts, ContainerId, ContainerUpdate, Health, Inventory, NetworkAddress, Scope};
 use teal::render::{Context, ContextSettings, Renderer, DEFAULT_TEMPLATE};
+use teal::settings::Settings;
 
 const KEYS: &[&str] = &[
     "service",
@@ -61,8 +60,11 @@ fn render(labels: HashMap<String, String>) -> String {
     static SETTINGS: OnceLock<ContextSettings> = OnceLock::new();
     let renderer = RENDERER.get_or_init(|| Renderer::new(DEFAULT_TEMPLATE).unwrap());
     let settings = SETTINGS.get_or_init(|| {
-        let cli = Cli::try_parse_from(["teal", "render", "--http-bind", "127.0.0.1:8080"]).unwrap();
-        ContextSettings::new(&cli.settings).unwrap()
+        let settings = Settings {
+            http_bind: "127.0.0.1:8080".parse().unwrap(),
+            ..Settings::default()
+        };
+        ContextSettings::new(&settings).unwrap()
     });
     let scope = Scope {
         label_prefix: "teal".into(),
