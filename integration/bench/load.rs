@@ -1,5 +1,7 @@
 //! A steady-rate HTTP load: W workers, each sending one GET every W/R
-//! seconds, over a new connection per request (CC) or a kept-alive one (KA).
+//! seconds, over a new connection per request (CC) or a kept-alive one (KA);
+//! or, open loop, one new-connection GET every 1/R seconds however many are
+//! still waiting for an answer.
 //! Every request is recorded with when it started, how long it took and
 //! which container answered, so a run can be cut into phases afterwards.
 //!
@@ -46,15 +48,20 @@ pub struct Load {
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The load's own runtime (see the module comment).
+fn load_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("load")
+        .enable_all()
+        .build()
+        .expect("load runtime")
+}
+
 impl Load {
     /// Runs `rate` requests per second for `duration` against `addr`.
     pub fn start(addr: SocketAddr, rate: u32, workers: u32, duration: Duration, mode: Connections) -> Load {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("load")
-            .enable_all()
-            .build()
-            .expect("load runtime");
+        let runtime = load_runtime();
         let started = Instant::now();
         let first_seen: FirstSeen = Arc::default();
         let period = Duration::from_secs_f64(f64::from(workers) / f64::from(rate));
@@ -72,6 +79,52 @@ impl Load {
             started,
             first_seen,
             workers: handles,
+            runtime,
+        }
+    }
+
+    /// `rate` requests per second over new connections, open loop: each is
+    /// sent on time whether or not earlier ones have answered, so a stalled
+    /// proxy shows as failed requests rather than as fewer requests.
+    pub fn start_open(addr: SocketAddr, rate: u32, duration: Duration) -> Load {
+        let runtime = load_runtime();
+        let started = Instant::now();
+        let first_seen: FirstSeen = Arc::default();
+        let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+        let seen = first_seen.clone();
+        let sender = runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut requests = tokio::task::JoinSet::new();
+            loop {
+                ticker.tick().await;
+                let sent = Instant::now();
+                if sent >= started + duration {
+                    break;
+                }
+                let seen = seen.clone();
+                requests.spawn(async move {
+                    let (sample, outcome) = timed_request(addr, Connections::Close, &mut None, sent, started).await;
+                    if let Ok(body) = &outcome {
+                        seen.lock().unwrap().entry(body.clone()).or_insert_with(Instant::now);
+                    }
+                    (sample, outcome)
+                });
+            }
+            let (mut samples, mut errors) = WorkerResult::default();
+            while let Some(done) = requests.join_next().await {
+                let (sample, outcome) = done.expect("load request panicked");
+                samples.push(sample);
+                if let Err(kind) = outcome {
+                    *errors.entry(kind).or_default() += 1;
+                }
+            }
+            (samples, errors)
+        });
+        Load {
+            started,
+            first_seen,
+            workers: vec![sender],
             runtime,
         }
     }
@@ -119,22 +172,8 @@ async fn worker(
         if sent >= until {
             break;
         }
-        let result = tokio::time::timeout(TIMEOUT, request(addr, mode, &mut conn)).await;
-        let latency = sent.elapsed();
-        let outcome = match result {
-            Ok(Ok((200, body))) => Ok(body),
-            Ok(Ok((status, _))) => Err(format!("HTTP {status}")),
-            Ok(Err(e)) => Err(format!("{:?}", e.kind())),
-            Err(_) => Err("timeout".to_owned()),
-        };
-        if outcome.is_err() {
-            conn = None;
-        }
-        samples.push(Sample {
-            at: sent - started,
-            latency,
-            ok: outcome.is_ok(),
-        });
+        let (sample, outcome) = timed_request(addr, mode, &mut conn, sent, started).await;
+        samples.push(sample);
         match outcome {
             Ok(body) => {
                 if known.insert(body.clone()) {
@@ -145,6 +184,34 @@ async fn worker(
         }
     }
     (samples, errors)
+}
+
+/// One GET sent at `sent`, within [`TIMEOUT`]: its sample, and the body that
+/// answered or why none did. A failed connection is not reused.
+async fn timed_request(
+    addr: SocketAddr,
+    mode: Connections,
+    conn: &mut Option<BufReader<TcpStream>>,
+    sent: Instant,
+    started: Instant,
+) -> (Sample, Result<String, String>) {
+    let result = tokio::time::timeout(TIMEOUT, request(addr, mode, conn)).await;
+    let latency = sent.elapsed();
+    let outcome = match result {
+        Ok(Ok((200, body))) => Ok(body),
+        Ok(Ok((status, _))) => Err(format!("HTTP {status}")),
+        Ok(Err(e)) => Err(format!("{:?}", e.kind())),
+        Err(_) => Err("timeout".to_owned()),
+    };
+    if outcome.is_err() {
+        *conn = None;
+    }
+    let sample = Sample {
+        at: sent - started,
+        latency,
+        ok: outcome.is_ok(),
+    };
+    (sample, outcome)
 }
 
 /// One GET; returns the status and the trimmed body.

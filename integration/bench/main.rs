@@ -10,7 +10,10 @@
 //! run: it takes about 15 minutes.
 
 mod app;
+// Shared with the fault benchmark, which uses more of them.
+#[allow(dead_code)]
 mod load;
+#[allow(dead_code)]
 mod stack;
 
 use std::time::{Duration, Instant};

@@ -137,43 +137,62 @@ pub struct Teal {
     child: Child,
     pub http: SocketAddr,
     pub status: SocketAddr,
+    prefix: String,
     dir: PathBuf,
+    /// Flags beyond the ones every bench teal gets.
+    args: Vec<String>,
 }
 
 impl Teal {
     pub async fn start(prefix: &str) -> Teal {
+        Self::start_with(prefix, &[]).await
+    }
+
+    /// With more `teal run` flags, e.g. `--certs DIR`.
+    pub async fn start_with(prefix: &str, args: &[String]) -> Teal {
         let dir = std::env::temp_dir().join(format!("{prefix}-bench"));
         std::fs::create_dir_all(&dir).expect("bench dir");
         let (http, status) = (free_addr(), free_addr());
-        let log = std::fs::File::create(dir.join("teal.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_teal"))
-            .args(["run", "--label-prefix", prefix, "--reload", "supervise"])
-            .arg("--state-dir")
-            .arg(&dir)
-            .arg("--config")
-            .arg(dir.join("haproxy.cfg"))
-            .args(["--http-bind", &http.to_string(), "--status-bind", &status.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn teal");
-        let teal = Teal {
-            child,
+        let mut teal = Teal {
+            child: spawn_teal(prefix, &dir, http, status, args),
             http,
             status,
+            prefix: prefix.to_owned(),
             dir,
+            args: args.to_vec(),
         };
+        teal.wait_started().await;
+        teal
+    }
+
+    async fn wait_started(&mut self) {
+        let status = self.status;
         let up = wait_until(Duration::from_secs(20), "teal's status endpoint", async || {
             std::net::TcpStream::connect(status).is_ok()
         })
         .await;
-        assert!(up, "teal did not start; see {}", teal.dir.join("teal.log").display());
-        teal
+        assert!(up, "teal did not start; see {}", self.dir.join("teal.log").display());
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would: teal gets no say.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// After `kill`: a new teal on the same state dir, ports and prefix.
+    pub async fn restart(&mut self) {
+        self.child = spawn_teal(&self.prefix, &self.dir, self.http, self.status, &self.args);
+        self.wait_started().await;
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The state dir; every HAProxy this teal runs names it on its command line.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// `teal_reloads_total{result="ok"}` from /metrics (starts included).
@@ -195,12 +214,60 @@ impl Teal {
     }
 }
 
+fn spawn_teal(prefix: &str, dir: &Path, http: SocketAddr, status: SocketAddr, args: &[String]) -> Child {
+    // Appended to: a restarted teal's log follows the killed one's.
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("teal.log"))
+        .expect("log");
+    Command::new(env!("CARGO_BIN_EXE_teal"))
+        .args(["run", "--label-prefix", prefix, "--reload", "supervise"])
+        .arg("--state-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(dir.join("haproxy.cfg"))
+        .args(["--http-bind", &http.to_string(), "--status-bind", &status.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn teal")
+}
+
 impl Drop for Teal {
     fn drop(&mut self) {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let _ = self.child.wait();
+        // An HAProxy that outlived a killed teal names the dir too.
+        for (pid, _) in processes_mentioning(&self.dir.to_string_lossy()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Live processes (pid, parent pid) whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, i32)> {
+    let own = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // After the command name (which may hold spaces): state, then ppid.
+            let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+            let state = rest.next()?;
+            let ppid = rest.next()?.parse().ok()?;
+            let mentions = String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle);
+            (pid != own && state != "Z" && mentions).then_some((pid, ppid))
+        })
+        .collect()
 }
 
 async fn metric(status: SocketAddr, name: &str) -> u64 {
