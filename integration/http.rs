@@ -157,6 +157,10 @@ impl Load {
         self.stats.lock().unwrap().requests
     }
 
+    pub fn failures(&self) -> u64 {
+        self.stats.lock().unwrap().failures
+    }
+
     pub async fn stop(self) -> LoadStats {
         self.stop.store(true, Ordering::Relaxed);
         for client in self.clients {

@@ -19,6 +19,7 @@ mod teal;
 mod util;
 
 mod cli;
+mod dataplane;
 mod discovery;
 mod examples;
 mod health;

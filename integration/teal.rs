@@ -29,6 +29,12 @@ pub struct TealBuilder {
     template: Option<PathBuf>,
     /// A state dir that outlives this teal (to restart on it); else a temp one.
     state_dir: Option<PathBuf>,
+    /// `--config`; else `haproxy.cfg` in the temp dir.
+    config: Option<PathBuf>,
+    /// `--http-bind`; else a free 127.0.0.1 port.
+    http: Option<SocketAddr>,
+    /// Run teal under this umask (octal, as the shell says it).
+    umask: Option<&'static str>,
     extra_args: Vec<String>,
 }
 
@@ -39,6 +45,7 @@ pub struct Teal {
     /// `--status-bind`: where `teal status`, `rollout` and `switch` find it.
     pub status: SocketAddr,
     pub state_dir: PathBuf,
+    pub config: PathBuf,
     pub prefix: String,
     stopped: bool,
 }
@@ -67,6 +74,23 @@ impl TealBuilder {
         self
     }
 
+    /// The same `--config` as an earlier teal on the same state dir, so that
+    /// this one can adopt its HAProxy.
+    pub fn config(mut self, path: &Path) -> Self {
+        self.config = Some(path.to_owned());
+        self
+    }
+
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(addr);
+        self
+    }
+
+    pub fn umask(mut self, umask: &'static str) -> Self {
+        self.umask = Some(umask);
+        self
+    }
+
     /// Any other `teal run` flag(s), e.g. `--preview-bind`.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra_args.extend(args.iter().map(|s| s.to_string()));
@@ -75,6 +99,13 @@ impl TealBuilder {
 
     /// Spawns `teal run` and waits until its HAProxy answers HTTP.
     pub async fn start(self) -> Teal {
+        let mut teal = self.spawn();
+        teal.wait_listening().await;
+        teal
+    }
+
+    /// Spawns `teal run` without waiting for anything.
+    pub fn spawn(self) -> Teal {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}-", self.prefix))
             .tempdir()
@@ -83,11 +114,21 @@ impl TealBuilder {
             Some(state) => state.clone(),
             None => dir.path().join("state"),
         };
-        std::fs::create_dir_all(&state).expect("state dir");
+        let config = self.config.clone().unwrap_or_else(|| dir.path().join("haproxy.cfg"));
         let log = File::create(dir.path().join("teal.log")).expect("log file");
-        let http = free_addr();
+        let http = self.http.unwrap_or_else(free_addr);
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_teal"));
+        let mut cmd = match self.umask {
+            None => Command::new(env!("CARGO_BIN_EXE_teal")),
+            Some(umask) => {
+                // exec: the pid stays teal's.
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_teal"));
+                sh
+            }
+        };
         // Hermetic: nothing from the caller's TEAL_* leaks in.
         for (key, _) in std::env::vars() {
             if key.starts_with("TEAL_") {
@@ -100,7 +141,7 @@ impl TealBuilder {
             .arg("--state-dir")
             .arg(&state)
             .arg("--config")
-            .arg(dir.path().join("haproxy.cfg"))
+            .arg(&config)
             .arg("--haproxy")
             .arg("/usr/sbin/haproxy")
             .arg("--reload")
@@ -128,18 +169,16 @@ impl TealBuilder {
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log);
         let child = cmd.spawn().expect("spawn teal");
-
-        let mut teal = Teal {
+        Teal {
             child,
             dir,
             http,
             status,
             state_dir: state,
+            config,
             prefix: self.prefix,
             stopped: false,
-        };
-        teal.wait_listening().await;
-        teal
+        }
     }
 }
 
@@ -150,6 +189,9 @@ impl Teal {
             docker_host: None,
             template: None,
             state_dir: None,
+            config: None,
+            http: None,
+            umask: None,
             extra_args: Vec::new(),
         }
     }
@@ -181,7 +223,7 @@ impl Teal {
 
     /// The haproxy.cfg teal last wrote (`--config`).
     pub fn config(&self) -> String {
-        std::fs::read_to_string(self.dir().join("haproxy.cfg")).unwrap_or_default()
+        std::fs::read_to_string(&self.config).unwrap_or_default()
     }
 
     /// `/metrics` as `name{labels}` -> value, each sample line checked.
@@ -275,6 +317,14 @@ impl Teal {
         .await;
     }
 
+    /// SIGKILL, as a crash or the OOM killer would: its HAProxy stays
+    /// (the caller stops it, through a later teal or a guard).
+    pub fn kill(&mut self) {
+        self.stopped = true;
+        signal(self.pid(), Signal::SIGKILL);
+        self.child.wait().expect("wait teal");
+    }
+
     /// SIGTERM, wait for teal to exit, then check its HAProxy went too.
     pub fn stop(&mut self) -> Stopped {
         self.stopped = true;
@@ -291,13 +341,23 @@ impl Teal {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        // Any process naming our temp dir (haproxy -f DIR/haproxy.cfg) is ours.
-        let needle = self.dir().to_string_lossy().into_owned();
-        let mut orphans = pids_mentioning(&needle);
+        // Any process naming our temp dir or state dir (haproxy -f
+        // DIR/haproxy.cfg -S STATE/master.sock) is ours, an adopted one too.
+        let needles = [self.dir().to_owned(), self.state_dir.clone()];
+        let ours = || {
+            let mut pids: Vec<i32> = needles
+                .iter()
+                .flat_map(|n| pids_mentioning(&n.to_string_lossy()))
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            pids
+        };
+        let mut orphans = ours();
         let grace = Instant::now() + Duration::from_secs(2);
         while !orphans.is_empty() && Instant::now() < grace {
             std::thread::sleep(Duration::from_millis(50));
-            orphans = pids_mentioning(&needle);
+            orphans = ours();
         }
         let described = orphans
             .iter()

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, Applier};
+use crate::apply::{self, Applier, Supervisor};
 use crate::docker::{self, Watcher};
 use crate::model_owner::{scope, ModelOwner};
 use crate::reconcile::{ApplyOutputs, Driver, Events, Rendering};
@@ -16,7 +16,7 @@ use crate::status::{self, DockerStatus, Metrics, StatusSources};
 
 /// `teal run`: follow Docker and keep HAProxy in step until SIGTERM/SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.state_dir)
+    apply::create_private_dir(&settings.state_dir)
         .with_context(|| format!("cannot create --state-dir {}", settings.state_dir.display()))?;
     if let Some(dir) = settings.config.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -55,12 +55,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let snapshots_rx = crate::slots::route_snapshots(&settings.state_dir, model_snapshots)?;
     let (docker_tx, docker_rx) = watch::channel(DockerStatus::default());
     let (apply_tx, apply_rx) = watch::channel(None);
+    let supervisor = match settings.reload {
+        ReloadMode::Supervise => Some(Supervisor::start(&settings, metrics.clone(), shutdown.clone()).await),
+        _ => None,
+    };
     let sources = StatusSources {
         snapshots: snapshots_rx.clone(),
         docker: docker_rx,
         last_apply: apply_rx,
         metrics: metrics.clone(),
         admin_socket: settings.admin_socket(),
+        haproxy: supervisor.as_ref().map(Supervisor::status),
     };
     let status_task = status::serve(settings.status_bind, sources, shutdown.clone()).await?;
     let docker_task = tokio::spawn(watcher.run(shutdown.clone()));
@@ -88,7 +93,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         _ => None,
     };
     let driver = Driver {
-        executor: Applier::new(&settings, docker_for_reload, shutdown.clone()),
+        executor: Applier::new(&settings, docker_for_reload, supervisor),
         debounce: settings.debounce,
         template: settings.template.clone(),
         rendering,

@@ -1,11 +1,24 @@
 //! Atomic file replacement: readers see the old file or the new one, whole.
+//! Modes are set explicitly: what teal writes does not follow its umask.
 
-use std::fs::{self, File};
+use std::fs::{self, File, Permissions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
+/// Files teal writes: HAProxy (perhaps in another container, as another
+/// user) reads them; nobody else writes them.
+const FILE_MODE: u32 = 0o644;
+
+/// Creates `dir` (and its missing parents) readable by its owner only: the
+/// state dir holds HAProxy's admin and master sockets. An existing
+/// directory keeps its mode: the user chose it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 /// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it
-/// over `path` and fsyncs the directory.
+/// over `path` and fsyncs the directory. The file is 0644.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -15,6 +28,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&temp)?;
+        file.set_permissions(Permissions::from_mode(FILE_MODE))?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
@@ -38,5 +52,16 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, FILE_MODE);
+    }
+
+    #[test]
+    fn private_dir_is_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/state");
+        create_private_dir(&state).unwrap();
+        create_private_dir(&state).unwrap();
+        assert_eq!(fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
     }
 }

@@ -5,6 +5,7 @@
 //! disk too.
 
 mod file;
+mod master;
 mod runtime;
 mod socket;
 mod supervisor;
@@ -12,15 +13,13 @@ mod supervisor;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::reconcile::{Command, Executor, Outcome};
 use crate::settings::{ReloadMode, Settings};
-use supervisor::{Supervisor, SupervisorConfig};
 
-pub use file::write_atomic;
+pub use file::{create_private_dir, write_atomic};
 pub use runtime::{run as run_commands, RuntimeRefused};
 pub use socket::command as admin_command;
+pub use supervisor::Supervisor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -30,33 +29,37 @@ pub enum ApplyError {
     Write { path: String, source: std::io::Error },
     #[error("reload failed, the last good config keeps serving: {0}")]
     Reload(String),
+    /// No HAProxy runs (supervise mode): there is no last good config serving.
+    #[error("haproxy is not running: {0}")]
+    NotServing(String),
 }
 
 pub struct Applier {
     haproxy: PathBuf,
     config: PathBuf,
     admin_socket: PathBuf,
-    master_socket: PathBuf,
     server_state_file: PathBuf,
     reload: ReloadMode,
     docker: Option<crate::docker::Client>,
     supervisor: Option<Supervisor>,
-    shutdown: CancellationToken,
+    /// The last reload found no HAProxy running and the supervisor is
+    /// retrying the start: once it runs, the config is to be applied anew.
+    start_pending: bool,
 }
 
 impl Applier {
-    /// `docker` is needed for `--reload container:NAME` only.
-    pub fn new(settings: &Settings, docker: Option<crate::docker::Client>, shutdown: CancellationToken) -> Self {
+    /// `docker` is needed for `--reload container:NAME` only, `supervisor`
+    /// for `--reload supervise`.
+    pub fn new(settings: &Settings, docker: Option<crate::docker::Client>, supervisor: Option<Supervisor>) -> Self {
         Self {
             haproxy: settings.haproxy.clone(),
             config: settings.config.clone(),
             admin_socket: settings.admin_socket(),
-            master_socket: settings.master_socket(),
             server_state_file: settings.server_state_file(),
             reload: settings.reload.clone(),
             docker,
-            supervisor: None,
-            shutdown,
+            supervisor,
+            start_pending: false,
         }
     }
 
@@ -64,16 +67,8 @@ impl Applier {
         self.save_server_state().await;
         match &self.reload {
             ReloadMode::Supervise => match &self.supervisor {
-                Some(supervisor) => supervisor.reload().await.map(|()| Outcome::Reloaded),
-                None => {
-                    let config = SupervisorConfig {
-                        haproxy: self.haproxy.clone(),
-                        config: self.config.clone(),
-                        master_socket: self.master_socket.clone(),
-                    };
-                    self.supervisor = Some(Supervisor::start(config, self.shutdown.clone()).await?);
-                    Ok(Outcome::Started)
-                }
+                Some(supervisor) => supervisor.reload().await,
+                None => Err(ApplyError::NotServing("no supervisor".into())),
             },
             ReloadMode::MasterSocket(path) => {
                 let path = path.clone();
@@ -147,13 +142,23 @@ impl Executor for Applier {
         let previous = std::fs::read(&self.config).ok();
         self.write(text)?;
         let result = self.signal_reload().await;
-        if result.is_err() {
-            // Keep the file HAProxy runs on disk, so a restart uses it.
-            if let Some(previous) = previous {
-                let _ = write_atomic(&self.config, &previous);
-            }
+        self.start_pending = matches!(result, Err(ApplyError::NotServing(_)));
+        // Keep the file HAProxy runs on disk, so a restart uses it. With
+        // none running, the supervisor retries the new one.
+        if let (Err(_), Some(previous), false) = (&result, previous, self.start_pending) {
+            let _ = write_atomic(&self.config, &previous);
         }
         result
+    }
+
+    async fn haproxy_back(&mut self) {
+        match &self.supervisor {
+            Some(supervisor) if self.start_pending => {
+                supervisor.wait_running().await;
+                self.start_pending = false;
+            }
+            _ => std::future::pending().await,
+        }
     }
 }
 

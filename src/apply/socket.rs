@@ -30,9 +30,11 @@ pub async fn command(socket: &Path, command: &str) -> std::io::Result<String> {
         })
 }
 
-/// The master's line of `show proc`: how many reloads it did, how many failed.
+/// The master's line of `show proc`: its pid, how many reloads it did, how
+/// many failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MasterStatus {
+    pub pid: u32,
     pub reloads: u64,
     pub failed: u64,
 }
@@ -41,13 +43,14 @@ pub struct MasterStatus {
 /// `15947  master  1 [failed: 0]  0d00h00m02s  2.6.12`.
 pub fn parse_show_proc(answer: &str) -> Option<MasterStatus> {
     let line = answer.lines().find(|l| l.split_whitespace().nth(1) == Some("master"))?;
-    let mut fields = line.split_whitespace().skip(2);
-    let reloads = fields.next()?.parse().ok()?;
+    let mut fields = line.split_whitespace();
+    let pid = fields.next()?.parse().ok()?;
+    let reloads = fields.nth(1)?.parse().ok()?;
     let failed = match (fields.next(), fields.next()) {
         (Some("[failed:"), Some(n)) => n.trim_end_matches(']').parse().ok()?,
         _ => 0,
     };
-    Some(MasterStatus { reloads, failed })
+    Some(MasterStatus { pid, reloads, failed })
 }
 
 pub async fn master_status(master_socket: &Path) -> Option<MasterStatus> {
@@ -64,7 +67,14 @@ mod tests {
                       15947           master          3 [failed: 1]   0d00h00m02s     2.6.12-1+deb12u4\n\
                       # workers\n\
                       16218           worker          0               0d00h00m00s     2.6.12-1+deb12u4\n";
-        assert_eq!(parse_show_proc(answer), Some(MasterStatus { reloads: 3, failed: 1 }));
+        assert_eq!(
+            parse_show_proc(answer),
+            Some(MasterStatus {
+                pid: 15947,
+                reloads: 3,
+                failed: 1
+            })
+        );
         assert_eq!(parse_show_proc("garbage"), None);
     }
 }

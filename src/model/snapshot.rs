@@ -208,6 +208,15 @@ fn server(facts: &ContainerFacts, parsed: &ServiceLabels, draining: bool, scope:
         [only] => *only,
         _ => 80,
     });
+    // On loopback, such a port is teal's or HAProxy's own listener, maybe
+    // one bound to 127.0.0.1 only: routing to it would expose it publicly.
+    if facts.host_network && scope.frontend_ports.contains(&port) {
+        return Err(format!(
+            "host network: port {port} is one of teal's own listeners (--http-bind, --https-bind, --preview-bind, \
+             --status-bind); set {}.port to the port the container listens on",
+            scope.label_prefix
+        ));
+    }
     let (state, reason) = if draining {
         (ServerState::Drain, Some("stopping".to_owned()))
     } else if facts.paused {

@@ -174,6 +174,24 @@ fn host_network_is_reached_on_loopback() {
 }
 
 #[test]
+fn host_network_never_reaches_teals_own_listeners() {
+    let mut host = facts("a", "web", "10.0.0.2");
+    host.host_network = true;
+    host.networks.clear();
+    // scope() says teal listens on 80; a status port would be in the set too.
+    host.labels.insert("teal.port".into(), "80".into());
+    let mut inv = Inventory::default();
+    inv.apply(ContainerUpdate::Upsert(host));
+    let snapshot = inv.snapshot(&scope());
+    assert!(snapshot.services.iter().all(|s| s.servers.is_empty()));
+    assert!(
+        snapshot.excluded[0].reason.contains("teal's own listeners"),
+        "{}",
+        snapshot.excluded[0].reason
+    );
+}
+
+#[test]
 fn project_scope_filters() {
     let mut mine = facts("a", "web", "10.0.0.2");
     mine.labels.insert(COMPOSE_PROJECT_LABEL.into(), "p1".into());

@@ -34,6 +34,12 @@ pub trait Executor {
     /// Puts the validated `text` in place and reloads (or starts) HAProxy;
     /// on failure the file HAProxy runs stays on disk.
     async fn reload(&mut self, text: &str) -> Result<Outcome, ApplyError>;
+    /// Resolves once HAProxy runs after a reload that found none running
+    /// (its supervisor kept retrying the start): the last config is then
+    /// applied anew, so `/status` and readiness see it. Never, by default.
+    async fn haproxy_back(&mut self) {
+        std::future::pending().await
+    }
 }
 
 /// What the loop waits on.
@@ -69,6 +75,7 @@ impl<E: Executor> Driver<E> {
                 changed = events.snapshots.changed() => if changed.is_err() { break },
                 Some(()) = events.template_edits.recv() => template_edited = true,
                 Some(()) = events.cert_changes.recv() => certs_changed = true,
+                () = self.executor.haproxy_back() => {}
                 _ = tokio::time::sleep(MIRROR_CHECK_AFTER), if state.mirror_unchecked => {
                     self.check_mirror(&mut state).await;
                     continue;

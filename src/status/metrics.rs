@@ -38,6 +38,9 @@ pub struct Metrics {
     pub docker_events: Family<ActionLabel, Counter>,
     pub servers: Family<ServerLabels, Gauge>,
     pub docker_connected: Gauge,
+    pub haproxy_exits: Counter,
+    pub haproxy_restarts: Counter,
+    pub haproxy_running: Gauge,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -59,6 +62,9 @@ impl Default for Metrics {
             docker_events: Family::default(),
             servers: Family::default(),
             docker_connected: Gauge::default(),
+            haproxy_exits: Counter::default(),
+            haproxy_restarts: Counter::default(),
+            haproxy_running: Gauge::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -106,6 +112,21 @@ impl Default for Metrics {
             "docker_connected",
             "1 while the Docker event stream is up",
             metrics.docker_connected.clone(),
+        );
+        r.register(
+            "haproxy_exits",
+            "Times the supervised HAProxy master ended without teal asking (crash, kill, failed start)",
+            metrics.haproxy_exits.clone(),
+        );
+        r.register(
+            "haproxy_restarts",
+            "Times teal started the supervised HAProxy again after it ended",
+            metrics.haproxy_restarts.clone(),
+        );
+        r.register(
+            "haproxy_running",
+            "1 while the supervised HAProxy master runs",
+            metrics.haproxy_running.clone(),
         );
         metrics
     }

@@ -1,9 +1,11 @@
-//! What teal sees and did, for operators: `/healthz`, `/status`, `/metrics`
-//! on `--status-bind`, and `teal status` which reads `/status` back.
+//! What teal sees and did, for operators: `/healthz`, `/readyz`, `/status`,
+//! `/metrics` on `--status-bind`, and `teal status` which reads `/status`
+//! back.
 //!
-//! The server only reads: snapshots, Docker's connection and the last apply
-//! arrive on watch channels from the tasks that own them; HAProxy's own view
-//! of each server is asked of its admin socket per request.
+//! The server only reads: snapshots, Docker's connection, the last apply and
+//! the supervised HAProxy arrive on watch channels from the tasks that own
+//! them (a closed channel means its task has ended); HAProxy's own view of
+//! each server is asked of its admin socket per request.
 
 mod client;
 mod metrics;
@@ -27,8 +29,8 @@ use crate::model::Snapshot;
 pub use client::fetch;
 pub use metrics::{ActionLabel, Metrics, ResultLabel};
 pub use report::{
-    parse_servers_state, ApplyRecord, DockerStatus, ExcludedStatus, HaproxyStates, ServerStatus, ServiceStatus,
-    StatusReport,
+    parse_servers_state, ApplyRecord, DockerStatus, ExcludedStatus, HaproxyExit, HaproxyProcess, HaproxyStates,
+    ServerStatus, ServiceStatus, StatusReport,
 };
 pub use table::print_table;
 
@@ -40,6 +42,8 @@ pub struct StatusSources {
     pub last_apply: watch::Receiver<Option<ApplyRecord>>,
     pub metrics: Arc<Metrics>,
     pub admin_socket: PathBuf,
+    /// `--reload supervise`: the master the supervisor watches.
+    pub haproxy: Option<watch::Receiver<HaproxyProcess>>,
 }
 
 impl StatusSources {
@@ -52,7 +56,25 @@ impl StatusSources {
         let snapshot = self.snapshots.borrow().clone().unwrap_or_default();
         let docker = self.docker.borrow().clone();
         let last_reload = self.last_apply.borrow().clone();
-        StatusReport::new(&snapshot, docker, self.haproxy_states().await.as_ref(), last_reload)
+        let mut report = StatusReport::new(&snapshot, docker, self.haproxy_states().await.as_ref(), last_reload);
+        report.haproxy = self.haproxy.as_ref().map(|h| h.borrow().clone());
+        report
+    }
+
+    /// Whether HAProxy serves: the supervised master runs, or (other reload
+    /// modes) the admin socket answers.
+    async fn haproxy_serving(&self) -> bool {
+        match &self.haproxy {
+            Some(process) => process.borrow().running,
+            None => admin_command(&self.admin_socket, "show info").await.is_ok(),
+        }
+    }
+
+    /// The tasks that feed this server are still running.
+    fn loops_alive(&self) -> bool {
+        self.docker.has_changed().is_ok()
+            && self.last_apply.has_changed().is_ok()
+            && self.haproxy.as_ref().is_none_or(|h| h.has_changed().is_ok())
     }
 }
 
@@ -67,6 +89,7 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on --status-bind {bind}: {e}"))?;
     let router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(sources);
@@ -79,16 +102,35 @@ pub async fn serve(
     }))
 }
 
+/// Liveness: teal's loops run and HAProxy serves. Docker is left out on
+/// purpose: restarting teal does not bring a daemon back.
 async fn healthz(State(sources): State<StatusSources>) -> Response {
+    let loops = sources.loops_alive();
+    let haproxy = sources.haproxy_serving().await;
+    let body = format!("loops: {}\nhaproxy: {}\n", up(loops), up(haproxy));
+    (code(loops && haproxy), body).into_response()
+}
+
+/// Readiness: Docker reachable and HAProxy runs the config of what teal
+/// last saw, so new deploys are routed.
+async fn readyz(State(sources): State<StatusSources>) -> Response {
     let docker = sources.docker.borrow().connected;
-    let haproxy = admin_command(&sources.admin_socket, "show info").await.is_ok();
-    let body = format!("docker: {}\nhaproxy: {}\n", up(docker), up(haproxy));
-    let code = if docker && haproxy {
+    let (in_step, config) = match (&*sources.snapshots.borrow(), &*sources.last_apply.borrow()) {
+        (None, _) | (_, None) => (false, "waiting for the first config"),
+        (Some(_), Some(apply)) if apply.ok => (true, "ok"),
+        (Some(_), Some(_)) => (false, "last apply failed"),
+    };
+    let haproxy = sources.haproxy_serving().await;
+    let body = format!("docker: {}\nconfig: {config}\nhaproxy: {}\n", up(docker), up(haproxy));
+    (code(docker && in_step && haproxy), body).into_response()
+}
+
+fn code(ok: bool) -> StatusCode {
+    if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, body).into_response()
+    }
 }
 
 fn up(ok: bool) -> &'static str {

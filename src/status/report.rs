@@ -24,6 +24,30 @@ pub struct ApplyRecord {
     pub error: Option<String>,
 }
 
+/// The HAProxy master of `--reload supervise`, as teal watches it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HaproxyProcess {
+    /// The master's pid while it runs.
+    pub pid: Option<u32>,
+    /// Started by an earlier teal and found running by this one.
+    pub adopted: bool,
+    pub running: bool,
+    /// Times the master ended without teal asking (a crash, a kill, a
+    /// start that failed).
+    pub exits: u64,
+    /// Times teal started it again after an exit.
+    pub restarts: u64,
+    pub last_exit: Option<HaproxyExit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaproxyExit {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// How it ended: `exit code 1`, `killed by SIGKILL`, ...
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerStatus {
     pub name: String,
@@ -68,6 +92,9 @@ pub struct ExcludedStatus {
 pub struct StatusReport {
     pub docker: DockerStatus,
     pub haproxy_running: bool,
+    /// `--reload supervise` only.
+    #[serde(default)]
+    pub haproxy: Option<HaproxyProcess>,
     pub services: Vec<ServiceStatus>,
     pub excluded: Vec<ExcludedStatus>,
     pub last_reload: Option<ApplyRecord>,
@@ -131,6 +158,7 @@ impl StatusReport {
         Self {
             docker,
             haproxy_running: haproxy.is_some(),
+            haproxy: None,
             services,
             excluded,
             last_reload,

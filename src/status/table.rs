@@ -35,7 +35,17 @@ fn table(report: &StatusReport, colour: bool) -> String {
         let _ = write!(out, " ({error})");
     }
     let haproxy = if report.haproxy_running { "ok" } else { "down" };
-    let _ = writeln!(out, "   haproxy: {}", paint(haproxy, colour));
+    let _ = write!(out, "   haproxy: {}", paint(haproxy, colour));
+    if let Some(process) = &report.haproxy {
+        let pid = process.pid.map(|p| format!("pid {p}, ")).unwrap_or_default();
+        let adopted = if process.adopted { "adopted, " } else { "" };
+        let _ = write!(
+            out,
+            " ({pid}{adopted}{} exits, {} restarts)",
+            process.exits, process.restarts
+        );
+    }
+    let _ = writeln!(out);
     if let Some(reload) = &report.last_reload {
         let result = if reload.ok {
             reload.outcome.as_deref().unwrap_or("ok")
@@ -115,6 +125,7 @@ mod tests {
                 error: None,
             },
             haproxy_running: true,
+            haproxy: None,
             services: vec![ServiceStatus {
                 name: "web".into(),
                 mode: "http".into(),
