@@ -6,6 +6,10 @@
 #
 # Without a registry, scripts/build-image.sh assembles the same image
 # (teal:local) from the locally built binary and the host's HAProxy.
+#
+# teal is the container's main process: the container, and the HAProxy teal
+# supervises in it, end when teal does (docs/operations.md, "When teal or
+# HAProxy stops"). Its status port answers /healthz and /readyz.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
