@@ -2,7 +2,7 @@
 //! leaves HAProxy serving and the next teal adopts it; a killed HAProxy is
 //! restarted and counted; a first start that fails (port taken) is retried
 //! without a Docker event; sockets, state dir and config are private
-//! whatever the umask.
+//! whatever the umask; `/healthz` ignores Docker, `/readyz` follows it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use teal::status::{HaproxyProcess, StatusReport};
 
 use crate::docker::Docker;
+use crate::dockerd::PrivateDockerd;
 use crate::http::{self, Load};
 use crate::teal::Teal;
 use crate::util::{
@@ -236,12 +237,16 @@ async fn a_first_start_on_a_taken_port_is_retried_until_it_serves() {
     // Held without SO_REUSEPORT, so HAProxy cannot bind beside it.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let http = holder.local_addr().expect("local_addr");
+    let spawned = Instant::now();
     let mut teal = Teal::builder(&prefix).http(http).spawn();
 
     let failed = wait_for(CONVERGE, "/status shows failed starts", || async {
         haproxy(&teal).await.filter(|h| !h.running && h.exits >= 2)
     })
     .await;
+    // Each exit at start is seen at once (it used to cost a 10 s wait).
+    let two_failures = spawned.elapsed();
+    assert!(two_failures < Duration::from_secs(8), "{two_failures:?}");
     assert_eq!(endpoint(&teal, "/healthz").await, 503, "not live while nothing serves");
     assert_eq!(endpoint(&teal, "/readyz").await, 503);
     let log = teal.log();
@@ -257,7 +262,8 @@ async fn a_first_start_on_a_taken_port_is_retried_until_it_serves() {
     })
     .await;
     eprintln!(
-        "port taken: {} failed starts before the port was freed; served {:?} after; exits {}, restarts {}",
+        "port taken: {} failed starts within {two_failures:?} of teal's start; served {:?} after the port was \
+         freed; exits {}, restarts {}",
         failed.exits,
         freed.elapsed(),
         serving.exits,
@@ -324,4 +330,42 @@ async fn a_host_network_container_on_teals_own_port_is_left_out() {
     .await;
     eprintln!("host network on the status port: {reason}");
     assert!(reason.contains("teal's own listeners"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_ignores_docker_and_readiness_follows_it() {
+    let prefix = unique_prefix();
+    let mut dockerd = PrivateDockerd::start(&prefix).await;
+    let docker = Docker::at(Some(dockerd.host.clone()));
+    let teal = Teal::builder(&prefix).docker_host(&dockerd.host).start().await;
+    let c = docker
+        .container(&prefix, "c")
+        .service("web")
+        .host_network(free_port())
+        .run()
+        .await;
+    teal.wait_served_by(&c.body, CONVERGE).await;
+    wait_until(CONVERGE, "live and ready", || async {
+        endpoint(&teal, "/healthz").await == 200 && endpoint(&teal, "/readyz").await == 200
+    })
+    .await;
+
+    dockerd.stop();
+    wait_until(CONVERGE, "/readyz reports Docker down", || async {
+        endpoint(&teal, "/readyz").await == 503
+    })
+    .await;
+    let mut probes = 0;
+    for _ in 0..20 {
+        assert_eq!(endpoint(&teal, "/healthz").await, 200, "live while Docker is down");
+        assert_eq!(teal.served().await, c.body, "serving while Docker is down");
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dockerd.restart().await;
+    wait_until(CONVERGE, "/readyz is OK again", || async {
+        endpoint(&teal, "/readyz").await == 200
+    })
+    .await;
+    eprintln!("docker down: /healthz 200 and the service served on {probes} of {probes} probes; /readyz 503");
 }
