@@ -115,7 +115,7 @@ fn table(report: &StatusReport, colour: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{DockerStatus, ExcludedStatus, ServerStatus, ServiceStatus};
+    use crate::status::{DockerStatus, ExcludedStatus, HaproxyProcess, ServerStatus, ServiceStatus};
 
     #[test]
     fn plain_table() {
@@ -125,7 +125,14 @@ mod tests {
                 error: None,
             },
             haproxy_running: true,
-            haproxy: None,
+            haproxy: Some(HaproxyProcess {
+                pid: Some(42),
+                adopted: true,
+                running: true,
+                exits: 1,
+                restarts: 1,
+                last_exit: None,
+            }),
             services: vec![ServiceStatus {
                 name: "web".into(),
                 mode: "http".into(),
@@ -158,6 +165,10 @@ mod tests {
         let text = table(&report, false);
         assert!(
             text.contains("web      web_1      172.18.0.2:8080  ready  UP"),
+            "{text}"
+        );
+        assert!(
+            text.contains("haproxy: ok (pid 42, adopted, 1 exits, 1 restarts)"),
             "{text}"
         );
         assert!(text.contains("bad_1: label teal.port"), "{text}");
