@@ -12,7 +12,10 @@ use crate::model_owner::{scope, ModelOwner};
 use crate::reconcile::{ApplyOutputs, Driver, Events, Rendering};
 use crate::render::{ContextSettings, Renderer};
 use crate::settings::{ReloadMode, Settings};
+use crate::signal::StopSignals;
+use crate::slots::LiveSlots;
 use crate::status::{self, DockerStatus, Metrics, StatusSources};
+use crate::watch::Watches;
 
 /// `teal run`: follow Docker and keep HAProxy in step until SIGTERM/SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -50,9 +53,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         mode: settings.swarm,
         reports: reports_tx,
     };
+    let mut watches = Watches::new()?;
     let (snapshots_tx, model_snapshots) = watch::channel(None);
     // Blue/green: render, apply and status read the snapshot with slots routed.
-    let snapshots_rx = crate::slots::route_snapshots(&settings.state_dir, model_snapshots)?;
+    let slots_edits = watches.file(&LiveSlots::path(&settings.state_dir))?;
+    let snapshots_rx = crate::slots::route_snapshots(&settings.state_dir, model_snapshots, slots_edits)?;
     let (docker_tx, docker_rx) = watch::channel(DockerStatus::default());
     let (apply_tx, apply_rx) = watch::channel(None);
     let supervisor = match settings.reload {
@@ -78,15 +83,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let model_task = tokio::spawn(model.run(reports_rx));
 
-    let (certs_tx, cert_changes) = mpsc::channel(1);
-    let _certs_watch = match &settings.certs {
-        Some(dir) => Some(crate::tls::watch(dir, certs_tx)?),
-        None => None,
+    // Without the flag, a closed channel: nothing ever arrives.
+    let cert_changes = match &settings.certs {
+        Some(dir) => watches.dir(dir, |_| true)?,
+        None => mpsc::channel(1).1,
     };
-    let (template_tx, template_edits) = mpsc::channel(1);
-    let _template_watch = match &settings.template {
-        Some(path) => Some(crate::watch::file(path, template_tx)?),
-        None => None,
+    let template_edits = match &settings.template {
+        Some(path) => watches.file(path)?,
+        None => mpsc::channel(1).1,
     };
     let docker_for_reload = match &settings.reload {
         ReloadMode::Container(_) => Some(docker::connect(settings.docker_host.as_deref()).await?),
@@ -119,14 +123,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let Ok(mut signals) = StopSignals::install() else {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    let signal = signals.recv().await;
+    tracing::info!(signal, "shutting down");
     shutdown.cancel();
 }

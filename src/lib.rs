@@ -7,7 +7,7 @@
 //! ```text
 //!  dockerd ──list+events──▶ docker ──ContainerUpdate──▶ model owner ──Snapshot (watch)──▶ slots
 //!                                                                                          │ routed
-//!  --template, --certs ──notify───────────────────────────────────────────────▶ reconcile driver
+//!  --template, --certs ──watch────────────────────────────────────────────────▶ reconcile driver
 //!                                                        decide: Unchanged | Runtime | Reload │
 //!                                                                                          ▼
 //!                                                     apply (executor) ──▶ haproxy.cfg + reload /
@@ -33,9 +33,11 @@
 //! - [`apply`]: the executor: runtime API commands, atomic write, `haproxy
 //!   -c`, reloads, and the supervised HAProxy master.
 //! - [`status`]: `/healthz`, `/status`, `/metrics` and `teal status`.
-//! - [`tls`]: the `--certs` directory: files and digests for the template
-//!   context, and a watch that re-renders when a certificate changes.
-//! - [`watch`]: the file watch on `--template`.
+//! - [`isolate`]: when HAProxy refuses a config, the services responsible.
+//! - [`tls`]: the `--certs` directory: each file checked, and the files with
+//!   their digests for the template context.
+//! - [`watch`]: one debounced file watch for `--template`, `--certs` and
+//!   `slots.json`; [`signal`]: SIGTERM and SIGINT.
 //! - [`rollout`], [`switch`]: `teal rollout` and `teal switch`, clients of
 //!   Docker and of a running daemon's `/status`.
 //! - [`app`]: wires the tasks together for `teal run`; [`oneshot`]: `teal
@@ -56,6 +58,7 @@ pub mod reconcile;
 pub mod render;
 pub mod rollout;
 pub mod settings;
+pub mod signal;
 pub mod slots;
 pub mod status;
 pub mod switch;

@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 
 use crate::apply::write_atomic;
@@ -198,20 +197,22 @@ pub fn route(mut snapshot: Snapshot, live: &LiveSlots) -> Snapshot {
 type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
 
 /// `teal run`: routes every snapshot of the model by the choice in
-/// `<state-dir>/slots.json`, re-routing when that file changes. Render,
-/// apply and status read the returned channel. Fails when the file is not
-/// valid at start: guessing could send live traffic to the wrong slot.
-pub fn route_snapshots(state_dir: &Path, mut model: Snapshots) -> anyhow::Result<Snapshots> {
+/// `<state-dir>/slots.json`, re-routing on each of its `edits` (a watch on
+/// [`LiveSlots::path`]). Render, apply and status read the returned channel.
+/// Fails when the file is not valid at start: guessing could send live
+/// traffic to the wrong slot.
+pub fn route_snapshots(
+    state_dir: &Path,
+    mut model: Snapshots,
+    mut edits: mpsc::Receiver<()>,
+) -> Result<Snapshots, SlotsError> {
     let mut live = LiveSlots::load(state_dir)?;
     if !live.0.is_empty() {
         tracing::info!(slots = %live.to_json().split_whitespace().collect::<String>(), "live slots loaded");
     }
-    let (edits_tx, mut edits) = mpsc::channel(1);
-    let watcher = watch_file(state_dir, edits_tx)?;
     let (routed_tx, routed) = watch::channel(None);
     let state_dir = state_dir.to_owned();
     tokio::spawn(async move {
-        let _watcher = watcher;
         loop {
             tokio::select! {
                 changed = model.changed() => if changed.is_err() { break },
@@ -239,25 +240,6 @@ pub fn route_snapshots(state_dir: &Path, mut model: Snapshots) -> anyhow::Result
         }
     });
     Ok(routed)
-}
-
-/// `write_atomic` renames over the file, so watch the directory and pick
-/// out the file's name.
-fn watch_file(state_dir: &Path, edits: mpsc::Sender<()>) -> anyhow::Result<notify::RecommendedWatcher> {
-    use anyhow::Context as _;
-    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let ours = event.paths.iter().any(|p| p.file_name().is_some_and(|n| n == FILE));
-            if ours && !event.kind.is_access() {
-                let _ = edits.try_send(());
-            }
-        }
-    })?;
-    watcher
-        .watch(state_dir, notify::RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {} for slot switches", state_dir.display()))?;
-    Ok(watcher)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `--certs DIR`: the certificates HAProxy serves by SNI, and a watch on them.
+//! `--certs DIR`: the certificates HAProxy serves by SNI (`crate::watch` follows the directory).
 //!
 //! Each file is checked on its own (`haproxy -c` on a config that loads
 //! only it, once per content): a broken one is refused alone, with
@@ -12,10 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::Context as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 /// One file of the certificate directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -189,23 +187,6 @@ fn safe_name(name: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Sends `()` whenever something in `dir` changes. Keep the watcher alive
-/// as long as changes should be seen.
-pub fn watch(dir: &Path, changes: mpsc::Sender<()>) -> anyhow::Result<notify::RecommendedWatcher> {
-    use notify::Watcher as _;
-    let dir: PathBuf = std::path::absolute(dir).with_context(|| format!("bad --certs path {}", dir.display()))?;
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            // A full channel already holds a pending rescan.
-            let _ = changes.try_send(());
-        }
-    })?;
-    watcher
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {} for certificate changes", dir.display()))?;
-    Ok(watcher)
 }
 
 #[cfg(test)]

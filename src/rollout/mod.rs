@@ -281,19 +281,12 @@ async fn recover(docker: &Client, service: &str, journal: &Journal, drain: Durat
 /// First SIGINT/SIGTERM: roll back (while replacements are being started
 /// and awaited). Second: leave at once; the next rollout cleans up.
 async fn interrupt_on_signal(interrupted: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let Ok(mut signals) = crate::signal::StopSignals::install() else {
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    signals.recv().await;
     eprintln!("teal rollout: interrupted (a second signal leaves at once; the next rollout cleans up)");
     interrupted.cancel();
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    signals.recv().await;
     std::process::exit(130);
 }
