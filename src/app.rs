@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{self, Applier, Supervisor};
 use crate::docker::{self, Watcher};
 use crate::model_owner::{scope, ModelOwner};
-use crate::reconcile::{ApplyOutputs, Driver, Events, Rendering};
+use crate::reconcile::{ApplyOutputs, Driver, Events, Isolation, Rendering};
 use crate::render::{ContextSettings, Renderer};
 use crate::settings::{ReloadMode, Settings};
 use crate::signal::StopSignals;
@@ -64,6 +64,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ReloadMode::Supervise => Some(Supervisor::start(&settings, metrics.clone(), shutdown.clone()).await),
         _ => None,
     };
+    let (refused_tx, refused_rx) = watch::channel(Default::default());
     let sources = StatusSources {
         snapshots: snapshots_rx.clone(),
         docker: docker_rx,
@@ -71,6 +72,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         admin_socket: settings.admin_socket(),
         haproxy: supervisor.as_ref().map(Supervisor::status),
+        refused: refused_rx,
     };
     let status_task = status::serve(settings.status_bind, sources, shutdown.clone()).await?;
     let docker_task = tokio::spawn(watcher.run(shutdown.clone()));
@@ -105,6 +107,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             last_apply: apply_tx,
             metrics,
         },
+        // A listener teal can bind is one HAProxy can, unless HAProxy runs
+        // in another network namespace (its own container).
+        isolation: Isolation::new(!matches!(settings.reload, ReloadMode::Container(_)), refused_tx),
     };
     let events = Events {
         snapshots: snapshots_rx,

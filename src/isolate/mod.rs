@@ -1,8 +1,8 @@
 //! One bad thing never stops the rest: when HAProxy refuses a config, find
 //! the service(s) responsible and apply everything else.
 //!
-//! [`narrow`] is pure but for the validator it is given (render plus
-//! `haproxy -c` plus the pre-flight checks, in `teal run`; a fake in
+//! [`Narrowing`] is pure: it asks its caller to validate candidates (render
+//! plus `haproxy -c` plus the pre-flight checks, in `teal run`; a fake in
 //! tests). It only ever tries services as they are in the last good
 //! snapshot or in the next one, so the snapshot it returns is one the
 //! validator accepted.
@@ -13,8 +13,11 @@ mod verdicts;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::labels::ServiceName;
 use crate::model::{Excluded, Service, Snapshot};
+use crate::tls::RefusedCertificate;
 
 pub use held::Held;
 pub use preflight::check_binds;
@@ -24,6 +27,27 @@ pub use verdicts::Verdicts;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub service: ServiceName,
+    pub reason: String,
+}
+
+/// What HAProxy refuses now and teal leaves out, for `/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Refusals {
+    pub services: Vec<ServiceRefusal>,
+    /// Files of `--certs` HAProxy cannot load.
+    pub certificates: Vec<RefusedCertificate>,
+    /// Why the last edit of the template (or certificates) was refused,
+    /// while the one before it keeps rendering.
+    pub rendering: Option<String>,
+    /// The refused services' containers, listed with the others left out.
+    #[serde(skip)]
+    pub excluded: Vec<Excluded>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRefusal {
+    pub service: String,
+    /// HAProxy's alert.
     pub reason: String,
 }
 
@@ -37,88 +61,150 @@ pub struct Narrowed {
     pub refused: Vec<Refusal>,
 }
 
-/// Why `next` was refused, when `good` was not: the services responsible.
+/// Finds why `next` was refused, when `good` was not: the services
+/// responsible. A question-and-answer loop, so any validator (async, a
+/// whole HAProxy start-up; a fake in tests) can answer:
 ///
-/// `refusal` is the validator's error for `next`. Validates `good`'s
-/// services first (every change left out): if even that is refused, the
+/// ```ignore
+/// let mut narrowing = Narrowing::new(good, next, refusal);
+/// while let Some(candidate) = narrowing.question() {
+///     narrowing.answer(validate(&candidate).await);
+/// }
+/// let narrowed = narrowing.finish();
+/// ```
+///
+/// `refusal` is the validator's error for `next`. The first question is
+/// `good`'s services (every change left out): if even that is refused, the
 /// fault lies with what renders them (template, certificates), and the
 /// answer is `None`. Otherwise the changed services are bisected; several
 /// may be refused, each with the error that adding it gave.
-pub async fn narrow<V>(good: &Snapshot, next: &Snapshot, refusal: String, mut validate: V) -> Option<Narrowed>
-where
-    V: AsyncFnMut(&Snapshot) -> Result<(), String>,
-{
-    let changed = changed_services(good, next);
-    if validate(&candidate(good, next, &BTreeSet::new())).await.is_err() {
-        return None;
-    }
-    let mut accepted = BTreeSet::new();
-    let mut refused = Vec::new();
-    find(
-        good,
-        next,
-        &changed,
-        &mut accepted,
-        refusal,
-        &mut validate,
-        &mut refused,
-    )
-    .await;
-    let mut snapshot = candidate(good, next, &accepted);
-    snapshot.excluded.extend(left_out(next, &snapshot, &refused));
-    snapshot
-        .excluded
-        .sort_by(|a, b| a.container_name.cmp(&b.container_name));
-    Some(Narrowed { snapshot, refused })
+pub struct Narrowing {
+    good: Snapshot,
+    next: Snapshot,
+    /// `None` until the first question (`good`'s services) is answered.
+    base_accepted: Option<bool>,
+    /// Changed services known to validate with each other.
+    accepted: BTreeSet<ServiceName>,
+    refused: Vec<Refusal>,
+    /// Groups of suspects still to look at, the last first.
+    work: Vec<(Vec<ServiceName>, Known)>,
+    /// The group the question being answered adds to `accepted`.
+    asking: Option<Vec<ServiceName>>,
 }
 
-/// Bisection. On entry `accepted` is known to validate and `accepted` plus
-/// `suspects` is refused with `refusal`; on return `accepted` has grown by
-/// every suspect that validates with it, and `refused` by the others.
-async fn find<V>(
-    good: &Snapshot,
-    next: &Snapshot,
-    suspects: &[ServiceName],
-    accepted: &mut BTreeSet<ServiceName>,
-    refusal: String,
-    validate: &mut V,
-    refused: &mut Vec<Refusal>,
-) where
-    V: AsyncFnMut(&Snapshot) -> Result<(), String>,
-{
-    if suspects.is_empty() {
-        return; // A validator that changed its mind: nothing left to blame.
-    }
-    if let [only] = suspects {
-        refused.push(Refusal {
-            service: only.clone(),
-            reason: alert_reason(&refusal),
-        });
-        return;
-    }
-    let (first, second) = suspects.split_at(suspects.len() / 2);
-    let with = |accepted: &BTreeSet<ServiceName>, more: &[ServiceName]| {
-        let mut names = accepted.clone();
-        names.extend(more.iter().cloned());
-        names
-    };
-    match validate(&candidate(good, next, &with(accepted, first))).await {
-        Ok(()) => accepted.extend(first.iter().cloned()),
-        Err(first_refusal) => {
-            Box::pin(find(good, next, first, accepted, first_refusal, validate, refused)).await;
+/// What is known of `accepted` plus a group of suspects.
+enum Known {
+    Unknown,
+    Refused(String),
+    /// Refused with this, if every service of `first` was accepted (the
+    /// group and `first` were refused together).
+    RefusedIfAccepted {
+        refusal: String,
+        first: Vec<ServiceName>,
+    },
+}
+
+impl Narrowing {
+    pub fn new(good: Snapshot, next: Snapshot, refusal: String) -> Self {
+        let changed = changed_services(&good, &next);
+        Self {
+            good,
+            next,
+            base_accepted: None,
+            accepted: BTreeSet::new(),
+            refused: Vec::new(),
+            work: vec![(changed, Known::Refused(refusal))],
+            asking: None,
         }
     }
-    // Known refused when the first half was all accepted.
-    let second_refusal = if first.iter().all(|s| accepted.contains(s)) {
-        Err(refusal)
-    } else {
-        validate(&candidate(good, next, &with(accepted, second))).await
-    };
-    match second_refusal {
-        Ok(()) => accepted.extend(second.iter().cloned()),
-        Err(second_refusal) => {
-            Box::pin(find(good, next, second, accepted, second_refusal, validate, refused)).await;
+
+    /// The next snapshot to validate; `None` once the answer is known.
+    pub fn question(&mut self) -> Option<Snapshot> {
+        match self.base_accepted {
+            None => return Some(candidate(&self.good, &self.next, &BTreeSet::new())),
+            Some(false) => return None,
+            Some(true) => {}
         }
+        if let Some(group) = &self.asking {
+            return Some(self.with_accepted(group));
+        }
+        while let Some((group, known)) = self.work.pop() {
+            let known = match known {
+                Known::Unknown => None,
+                Known::Refused(refusal) => Some(refusal),
+                Known::RefusedIfAccepted { refusal, first } => {
+                    first.iter().all(|s| self.accepted.contains(s)).then_some(refusal)
+                }
+            };
+            match known {
+                _ if group.is_empty() => {}
+                Some(refusal) => self.blame(group, refusal),
+                None => {
+                    let question = self.with_accepted(&group);
+                    self.asking = Some(group);
+                    return Some(question);
+                }
+            }
+        }
+        None
+    }
+
+    /// The validator's verdict on the last question.
+    pub fn answer(&mut self, verdict: Result<(), String>) {
+        if self.base_accepted.is_none() {
+            self.base_accepted = Some(verdict.is_ok());
+            return;
+        }
+        let Some(group) = self.asking.take() else {
+            return;
+        };
+        match verdict {
+            Ok(()) => self.accepted.extend(group),
+            Err(refusal) => self.blame(group, refusal),
+        }
+    }
+
+    /// `accepted` plus `group` is refused with `refusal`.
+    fn blame(&mut self, group: Vec<ServiceName>, refusal: String) {
+        if let [only] = group.as_slice() {
+            self.refused.push(Refusal {
+                service: only.clone(),
+                reason: alert_reason(&refusal),
+            });
+            return;
+        }
+        let (first, second) = group.split_at(group.len() / 2);
+        self.work.push((
+            second.to_vec(),
+            Known::RefusedIfAccepted {
+                refusal,
+                first: first.to_vec(),
+            },
+        ));
+        self.work.push((first.to_vec(), Known::Unknown));
+    }
+
+    fn with_accepted(&self, group: &[ServiceName]) -> Snapshot {
+        let mut take = self.accepted.clone();
+        take.extend(group.iter().cloned());
+        candidate(&self.good, &self.next, &take)
+    }
+
+    /// What to apply, once [`Narrowing::question`] gives `None`; `None`
+    /// when even `good`'s services were refused.
+    pub fn finish(self) -> Option<Narrowed> {
+        if self.base_accepted != Some(true) {
+            return None;
+        }
+        let mut snapshot = candidate(&self.good, &self.next, &self.accepted);
+        snapshot.excluded.extend(left_out(&self.next, &snapshot, &self.refused));
+        snapshot
+            .excluded
+            .sort_by(|a, b| a.container_name.cmp(&b.container_name));
+        Some(Narrowed {
+            snapshot,
+            refused: self.refused,
+        })
     }
 }
 
@@ -182,6 +268,27 @@ pub fn left_out(next: &Snapshot, applied: &Snapshot, refused: &[Refusal]) -> Vec
         }
     }
     excluded
+}
+
+/// `snapshot` as teal serves it: without the servers of refused services'
+/// containers (listed in `excluded` instead), and without a refused
+/// service left with no server.
+pub fn as_served(snapshot: &Snapshot, refusals: &Refusals) -> Snapshot {
+    if refusals.excluded.is_empty() {
+        return snapshot.clone();
+    }
+    let out: BTreeSet<_> = refusals.excluded.iter().map(|e| &e.container_id).collect();
+    let refused: BTreeSet<&str> = refusals.services.iter().map(|r| r.service.as_str()).collect();
+    let mut served = snapshot.clone();
+    for service in &mut served.services {
+        service.servers.retain(|s| !out.contains(&s.container_id));
+    }
+    served
+        .services
+        .retain(|s| !(s.servers.is_empty() && refused.contains(s.name.as_str())));
+    served.excluded.extend(refusals.excluded.iter().cloned());
+    served.excluded.sort_by(|a, b| a.container_name.cmp(&b.container_name));
+    served
 }
 
 /// HAProxy's alerts without their `[ALERT] (pid) : config :` prefixes and

@@ -22,44 +22,58 @@ fn snapshot(containers: Vec<ContainerFacts>) -> Snapshot {
 }
 
 /// The fake `haproxy -c`: refuses every service with a bad host, in
-/// HAProxy's words; counts its checks.
-fn fake_haproxy(checks: &Cell<usize>) -> impl AsyncFnMut(&Snapshot) -> Result<(), String> + '_ {
-    async move |snapshot: &Snapshot| {
-        checks.set(checks.get() + 1);
-        let bad: Vec<String> = snapshot
-            .services
-            .iter()
-            .filter(|s| s.hosts.iter().any(|h| h.as_str().ends_with("bad.example")))
-            .map(|s| {
-                format!(
-                    "[ALERT]    (42) : config : parsing [haproxy.cfg:9]: backend {}: bad keyword",
-                    s.name
-                )
-            })
-            .collect();
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}\n[ALERT]    (42) : config : Error(s) found in configuration file : haproxy.cfg",
-                bad.join("\n")
-            ))
-        }
+/// HAProxy's words.
+fn fake_haproxy(snapshot: &Snapshot) -> Result<(), String> {
+    let bad: Vec<String> = snapshot
+        .services
+        .iter()
+        .filter(|s| s.hosts.iter().any(|h| h.as_str().ends_with("bad.example")))
+        .map(|s| {
+            format!(
+                "[ALERT]    (42) : config : parsing [haproxy.cfg:9]: backend {}: bad keyword",
+                s.name
+            )
+        })
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n[ALERT]    (42) : config : Error(s) found in configuration file : haproxy.cfg",
+            bad.join("\n")
+        ))
     }
 }
 
-async fn refused_with(good: &Snapshot, next: &Snapshot, checks: &Cell<usize>) -> Option<Narrowed> {
-    let mut validate = fake_haproxy(checks);
-    let refusal = validate(next).await.expect_err("next must be refused");
-    narrow(good, next, refusal, fake_haproxy(checks)).await
+/// Narrows with `validate`, counting its checks (the one of `next` too).
+fn narrow(
+    good: &Snapshot,
+    next: &Snapshot,
+    checks: &Cell<usize>,
+    validate: impl Fn(&Snapshot) -> Result<(), String>,
+) -> Option<Narrowed> {
+    let check = |s: &Snapshot| {
+        checks.set(checks.get() + 1);
+        validate(s)
+    };
+    let refusal = check(next).expect_err("next must be refused");
+    let mut narrowing = Narrowing::new(good.clone(), next.clone(), refusal);
+    while let Some(candidate) = narrowing.question() {
+        narrowing.answer(check(&candidate));
+    }
+    narrowing.finish()
+}
+
+fn refused_with(good: &Snapshot, next: &Snapshot, checks: &Cell<usize>) -> Option<Narrowed> {
+    narrow(good, next, checks, fake_haproxy)
 }
 
 fn names(snapshot: &Snapshot) -> Vec<&str> {
     snapshot.services.iter().map(|s| s.name.as_str()).collect()
 }
 
-#[tokio::test]
-async fn a_new_refused_service_is_left_out_and_the_rest_applied() {
+#[test]
+fn a_new_refused_service_is_left_out_and_the_rest_applied() {
     let good = snapshot(vec![container("a1", "a", false), container("b1", "b", false)]);
     let next = snapshot(vec![
         container("a1", "a", false),
@@ -69,7 +83,7 @@ async fn a_new_refused_service_is_left_out_and_the_rest_applied() {
         container("c2", "c", true),
     ]);
     let checks = Cell::new(0);
-    let narrowed = refused_with(&good, &next, &checks).await.unwrap();
+    let narrowed = refused_with(&good, &next, &checks).unwrap();
     assert_eq!(names(&narrowed.snapshot), ["a", "b"]);
     assert_eq!(
         narrowed.snapshot.services[0].servers.len(),
@@ -96,8 +110,8 @@ async fn a_new_refused_service_is_left_out_and_the_rest_applied() {
     assert_eq!(checks.get(), 3);
 }
 
-#[tokio::test]
-async fn a_refused_change_reverts_the_service_to_its_last_good_form() {
+#[test]
+fn a_refused_change_reverts_the_service_to_its_last_good_form() {
     let good = snapshot(vec![container("a1", "a", false), container("b1", "b", false)]);
     // a's newest container brings a setting HAProxy refuses.
     let mut bad = container("a22", "a", true);
@@ -109,7 +123,7 @@ async fn a_refused_change_reverts_the_service_to_its_last_good_form() {
         container("b2", "b", false),
     ]);
     let checks = Cell::new(0);
-    let narrowed = refused_with(&good, &next, &checks).await.unwrap();
+    let narrowed = refused_with(&good, &next, &checks).unwrap();
     assert_eq!(narrowed.snapshot.services[0], good.services[0]);
     assert_eq!(narrowed.snapshot.services[1], next.services[1]);
     let excluded: Vec<&str> = narrowed
@@ -121,8 +135,8 @@ async fn a_refused_change_reverts_the_service_to_its_last_good_form() {
     assert_eq!(excluded, ["app-a22"], "the container a1 is still served as it was");
 }
 
-#[tokio::test]
-async fn several_refused_services_among_many_are_all_found() {
+#[test]
+fn several_refused_services_among_many_are_all_found() {
     let good = snapshot(vec![]);
     let services = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"];
     let next = snapshot(
@@ -132,7 +146,7 @@ async fn several_refused_services_among_many_are_all_found() {
             .collect(),
     );
     let checks = Cell::new(0);
-    let narrowed = refused_with(&good, &next, &checks).await.unwrap();
+    let narrowed = refused_with(&good, &next, &checks).unwrap();
     let refused: Vec<&str> = narrowed.refused.iter().map(|r| r.service.as_str()).collect();
     assert_eq!(refused, ["s2", "s6"]);
     assert_eq!(names(&narrowed.snapshot), ["s0", "s1", "s3", "s4", "s5", "s7"]);
@@ -140,12 +154,14 @@ async fn several_refused_services_among_many_are_all_found() {
     assert_eq!(checks.get(), 10);
 }
 
-#[tokio::test]
-async fn when_even_the_last_good_services_are_refused_the_rendering_is_at_fault() {
+#[test]
+fn when_even_the_last_good_services_are_refused_the_rendering_is_at_fault() {
     let good = snapshot(vec![container("a1", "a", false)]);
     let next = snapshot(vec![container("a1", "a", false), container("a2", "a", false)]);
-    let refuse_all = async |_: &Snapshot| Err::<(), _>("template: bad".to_owned());
-    assert_eq!(narrow(&good, &next, "template: bad".into(), refuse_all).await, None);
+    let checks = Cell::new(0);
+    let refuse_all = |_: &Snapshot| Err("template: bad".to_owned());
+    assert_eq!(narrow(&good, &next, &checks, refuse_all), None);
+    assert_eq!(checks.get(), 2, "next, then the last good services");
 }
 
 #[test]
@@ -160,12 +176,12 @@ fn alerts_lose_their_prefixes_and_closing_lines() {
     assert_eq!(alert_reason("no alert at all"), "no alert at all");
 }
 
-#[tokio::test]
-async fn a_held_service_waits_for_a_new_input_and_then_for_its_backoff() {
+#[test]
+fn a_held_service_waits_for_a_new_input_and_then_for_its_backoff() {
     let good = snapshot(vec![container("a1", "a", false)]);
     let next = snapshot(vec![container("a1", "a", false), container("c1", "c", true)]);
     let checks = Cell::new(0);
-    let narrowed = refused_with(&good, &next, &checks).await.unwrap();
+    let narrowed = refused_with(&good, &next, &checks).unwrap();
     let mut held = Held::default();
     let start = Instant::now();
     held.settle(&next, &narrowed.refused, start);
@@ -203,8 +219,8 @@ async fn a_held_service_waits_for_a_new_input_and_then_for_its_backoff() {
     assert!(held.is_empty());
 }
 
-#[tokio::test]
-async fn a_held_service_that_is_gone_is_forgotten() {
+#[test]
+fn a_held_service_that_is_gone_is_forgotten() {
     let mut held = Held::default();
     let next = snapshot(vec![container("c1", "c", true)]);
     let refusal = Refusal {

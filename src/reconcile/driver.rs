@@ -13,7 +13,7 @@ use crate::apply::{ApplyError, RuntimeRefused};
 use crate::model::Snapshot;
 use crate::render::Renderer;
 
-use super::{decide, Applied, ApplyOutputs, Command, Decision, Outcome, Reconciled, Rendering};
+use super::{decide, Applied, ApplyOutputs, Command, Decision, Isolation, Outcome, Reconciled, Rendering};
 
 /// How long changes must pause before the file written for runtime API
 /// changes is checked: a rollout's add, drain and remove are one check, made
@@ -60,6 +60,7 @@ pub struct Driver<E> {
     pub template: Option<PathBuf>,
     pub rendering: Rendering,
     pub outputs: ApplyOutputs,
+    pub isolation: Isolation,
 }
 
 impl<E: Executor> Driver<E> {
@@ -70,9 +71,12 @@ impl<E: Executor> Driver<E> {
         let mut template_edited = false;
         let mut certs_changed = false;
         loop {
+            let retry = self.isolation.next_retry(events.snapshots.borrow().as_deref());
             tokio::select! {
                 _ = events.shutdown.cancelled() => break,
                 changed = events.snapshots.changed() => if changed.is_err() { break },
+                // A refused service's input changed and its wait is over.
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {}
                 Some(()) = events.template_edits.recv() => template_edited = true,
                 Some(()) = events.cert_changes.recv() => certs_changed = true,
                 () = self.executor.haproxy_back() => {}
@@ -105,9 +109,10 @@ impl<E: Executor> Driver<E> {
             if std::mem::take(&mut certs_changed) {
                 self.rescan_certificates();
             }
-            let Some(snapshot) = events.snapshots.borrow_and_update().clone() else {
+            let Some(next) = events.snapshots.borrow_and_update().clone() else {
                 continue;
             };
+            let (snapshot, held) = self.isolation.hold_back(&state, &next);
             let render_started = Instant::now();
             let text = match self.rendering.render(&snapshot) {
                 Ok(text) => text,
@@ -121,13 +126,15 @@ impl<E: Executor> Driver<E> {
             let metrics = &self.outputs.metrics;
             metrics.render_duration.observe(render_started.elapsed().as_secs_f64());
             let apply_started = Instant::now();
-            let result = self.apply(&mut state, snapshot, text).await;
+            let result = self.apply_isolated(&mut state, &next, snapshot, held, text).await;
             self.outputs.observe(&result, apply_started, changed_at);
         }
         self.executor
     }
 
-    async fn apply(
+    /// Decides and applies `snapshot`, rendered as `text`. A refusal is
+    /// `ApplyError::Rejected`.
+    pub(super) async fn apply(
         &mut self,
         state: &mut Reconciled,
         snapshot: Arc<Snapshot>,
@@ -155,7 +162,7 @@ impl<E: Executor> Driver<E> {
                 }
             },
         };
-        self.executor.validate(&text).await?;
+        self.check(state.applied().map(|a| a.text.as_str()), &text).await?;
         state.mirror_unchecked = false;
         let outcome = self.executor.reload(&text).await?;
         state.set_applied(self.applied(snapshot, text), false);
@@ -191,6 +198,7 @@ impl<E: Executor> Driver<E> {
             Ok(next) => {
                 tracing::info!("template changed; re-rendering");
                 self.rendering.set_template(next);
+                self.isolation.rendering_edited();
             }
             Err(error) => tracing::error!(%error, "template edit refused; the last good config keeps serving"),
         }
@@ -201,6 +209,7 @@ impl<E: Executor> Driver<E> {
             Ok(next) if next.tls != self.rendering.context().tls => {
                 tracing::info!("certificates changed; re-rendering");
                 self.rendering.set_context(next);
+                self.isolation.rendering_edited();
             }
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "certificates not re-read; the last good ones stay"),

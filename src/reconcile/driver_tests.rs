@@ -26,6 +26,8 @@ enum Call {
 struct Fake {
     calls: Arc<Mutex<Vec<(Instant, Call)>>>,
     refuse_configs: Arc<AtomicBool>,
+    /// Configs holding this text are refused, in HAProxy's words.
+    refuse_containing: Arc<Mutex<Option<String>>>,
 }
 
 impl Fake {
@@ -69,6 +71,13 @@ impl Executor for Fake {
         if self.refuse_configs.load(Ordering::SeqCst) {
             return Err(ApplyError::Rejected("[ALERT] refused by the test".into()));
         }
+        if let Some(bad) = self.refuse_containing.lock().unwrap().as_deref() {
+            if text.contains(bad) {
+                return Err(ApplyError::Rejected(format!(
+                    "[ALERT]    (7) : config : parsing [haproxy.cfg:40] : {bad} is refused by the test"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -84,6 +93,7 @@ struct Harness {
     template_edits: mpsc::Sender<()>,
     metrics: Arc<Metrics>,
     last_apply: watch::Receiver<Option<crate::status::ApplyRecord>>,
+    refused: watch::Receiver<crate::isolate::Refusals>,
     _shutdown: tokio_util::sync::DropGuard,
 }
 
@@ -93,6 +103,7 @@ fn start(template: Option<PathBuf>) -> Harness {
     let (template_edits, template_edits_rx) = mpsc::channel(1);
     let (_certs_tx, cert_changes) = mpsc::channel(1);
     let (last_apply_tx, last_apply) = watch::channel(None);
+    let (refused_tx, refused) = watch::channel(Default::default());
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let rendering = match &template {
@@ -108,6 +119,7 @@ fn start(template: Option<PathBuf>) -> Harness {
             last_apply: last_apply_tx,
             metrics: metrics.clone(),
         },
+        isolation: Isolation::new(false, refused_tx),
     };
     let events = Events {
         snapshots: snapshots_rx,
@@ -122,6 +134,7 @@ fn start(template: Option<PathBuf>) -> Harness {
         template_edits,
         metrics,
         last_apply,
+        refused,
         _shutdown: shutdown.drop_guard(),
     }
 }
@@ -192,23 +205,102 @@ async fn a_template_edit_is_a_reload() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_refused_config_keeps_the_last_applied_state() {
+async fn a_config_refused_whatever_the_services_keeps_the_last_applied_state() {
     let h = start(None);
     let one = snapshot(&[("a", "web")]);
     h.started(&one).await;
     h.fake.refuse_configs.store(true, Ordering::SeqCst);
-    // A new service needs a reload, which is refused.
+    // A new service needs a reload, which is refused. The services HAProxy
+    // runs are not checked again: the new one is refused.
     h.send(&snapshot(&[("a", "web"), ("bb", "api")]));
     h.fake.wait_for(3).await;
     tokio::time::sleep(DEBOUNCE).await;
     assert_eq!(h.metrics.validation_failures.get(), 1);
-    assert!(h.last_apply.borrow().as_ref().is_some_and(|r| !r.ok));
+    assert_eq!(h.refused.borrow().services[0].service, "api");
     // The next change is planned from what HAProxy runs: `one`.
     h.fake.refuse_configs.store(false, Ordering::SeqCst);
     let two = snapshot(&[("a", "web"), ("bb", "web")]);
     h.send(&two);
-    let calls = h.fake.wait_for(5).await;
+    let calls = h.fake.wait_for(4).await;
     assert_eq!(calls[3], Call::Commands(lines(plan(&one, &two).unwrap())));
+    assert!(h.refused.borrow().services.is_empty(), "api is gone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_service_is_left_out_and_server_changes_still_flow() {
+    let h = start(None);
+    let one = snapshot(&[("a", "web")]);
+    h.started(&one).await;
+    *h.fake.refuse_containing.lock().unwrap() = Some("backend api".into());
+    h.send(&snapshot(&[("a", "web"), ("bb", "api")]));
+    h.fake.wait_for(3).await;
+    tokio::time::sleep(DEBOUNCE * 2).await;
+    let refused = h.refused.borrow().clone();
+    assert_eq!(refused.services.len(), 1);
+    assert_eq!(
+        refused.services[0].reason,
+        "parsing [haproxy.cfg:40] : backend api is refused by the test"
+    );
+    assert_eq!(refused.excluded[0].container_name, "app-bb");
+    assert_eq!(h.metrics.services_refused.get(), 1);
+    // web scales: the runtime API adds the server, api stays out unchecked.
+    let two = snapshot(&[("a", "web"), ("bb", "api"), ("ccc", "web")]);
+    h.send(&two);
+    let calls = h.fake.wait_for(5).await;
+    let mut web_only = two.clone();
+    web_only.services.retain(|s| s.name.as_str() == "web");
+    assert_eq!(
+        calls[3..5],
+        [Call::Commands(lines(plan(&one, &web_only).unwrap())), Call::Write]
+    );
+    // api changes: tried again once its wait is over, refused again.
+    let three = snapshot(&[("a", "web"), ("bb", "api"), ("ccc", "web"), ("dddd", "api")]);
+    h.send(&three);
+    let calls = h.fake.wait_for(6).await;
+    assert!(
+        matches!(&calls[5], Call::Validate(text) if text.contains("backend api")),
+        "{calls:?}"
+    );
+    assert_eq!(h.refused.borrow().excluded.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_template_edit_keeps_the_last_good_one_rendering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("haproxy.cfg.hbs");
+    std::fs::write(&path, DEFAULT_TEMPLATE).unwrap();
+    let h = start(Some(path.clone()));
+    let one = snapshot(&[("a", "web")]);
+    h.started(&one).await;
+    *h.fake.refuse_containing.lock().unwrap() = Some("bad-keyword".into());
+    std::fs::write(&path, format!("{DEFAULT_TEMPLATE}\n    bad-keyword\n")).unwrap();
+    h.template_edits.send(()).await.unwrap();
+    h.fake.wait_for(3).await;
+    tokio::time::sleep(DEBOUNCE * 2).await;
+    assert!(h
+        .refused
+        .borrow()
+        .rendering
+        .as_deref()
+        .is_some_and(|r| r.contains("bad-keyword")));
+    // A server change goes through the runtime API, rendered as before.
+    let two = snapshot(&[("a", "web"), ("bb", "web")]);
+    h.send(&two);
+    let calls = h.fake.wait_for(5).await;
+    assert_eq!(
+        calls[3..5],
+        [Call::Commands(lines(plan(&one, &two).unwrap())), Call::Write]
+    );
+    // A new edit is tried again.
+    let edited = format!("# fixed\n{DEFAULT_TEMPLATE}");
+    std::fs::write(&path, &edited).unwrap();
+    h.template_edits.send(()).await.unwrap();
+    let calls = h.fake.wait_for(7).await;
+    let text = rendering(&edited).render(&two).unwrap();
+    assert_eq!(calls[5..7], [Call::Validate(text.clone()), Call::Reload(text)]);
+    tokio::time::sleep(DEBOUNCE).await;
+    assert_eq!(h.refused.borrow().rendering, None);
+    assert!(h.last_apply.borrow().as_ref().is_some_and(|r| r.ok));
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,6 +8,7 @@
 
 mod command;
 pub mod driver;
+mod isolating;
 mod outputs;
 mod plan;
 mod rendering;
@@ -18,6 +19,7 @@ use crate::model::Snapshot;
 
 pub use command::{Command, Target};
 pub use driver::{Driver, Events, Executor};
+pub use isolating::Isolation;
 pub use outputs::ApplyOutputs;
 pub use plan::plan;
 pub use rendering::{InputsId, Rendering};

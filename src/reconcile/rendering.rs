@@ -11,6 +11,7 @@ use crate::render::{Context, ContextSettings, RenderError, Renderer};
 pub struct InputsId([u8; 32]);
 
 /// A parsed template and the settings it renders with.
+#[derive(Clone)]
 pub struct Rendering {
     renderer: Renderer,
     context: ContextSettings,

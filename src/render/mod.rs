@@ -26,6 +26,7 @@ pub enum RenderError {
 }
 
 /// A parsed template, ready to render contexts.
+#[derive(Clone)]
 pub struct Renderer {
     registry: Handlebars<'static>,
     source_digest: [u8; 32],

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub haproxy_exits: Counter,
     pub haproxy_restarts: Counter,
     pub haproxy_running: Gauge,
+    pub services_refused: Gauge,
+    pub certificates_refused: Gauge,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -65,6 +67,8 @@ impl Default for Metrics {
             haproxy_exits: Counter::default(),
             haproxy_restarts: Counter::default(),
             haproxy_running: Gauge::default(),
+            services_refused: Gauge::default(),
+            certificates_refused: Gauge::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -127,6 +131,16 @@ impl Default for Metrics {
             "haproxy_running",
             "1 while the supervised HAProxy master runs",
             metrics.haproxy_running.clone(),
+        );
+        r.register(
+            "services_refused",
+            "Services HAProxy refused, left out while every other change is applied",
+            metrics.services_refused.clone(),
+        );
+        r.register(
+            "certificates_refused",
+            "Files of --certs HAProxy cannot load, left out",
+            metrics.certificates_refused.clone(),
         );
         metrics
     }

@@ -44,6 +44,8 @@ pub struct StatusSources {
     pub admin_socket: PathBuf,
     /// `--reload supervise`: the master the supervisor watches.
     pub haproxy: Option<watch::Receiver<HaproxyProcess>>,
+    /// What HAProxy refused, from the reconcile driver.
+    pub refused: watch::Receiver<crate::isolate::Refusals>,
 }
 
 impl StatusSources {
@@ -56,8 +58,11 @@ impl StatusSources {
         let snapshot = self.snapshots.borrow().clone().unwrap_or_default();
         let docker = self.docker.borrow().clone();
         let last_reload = self.last_apply.borrow().clone();
+        let refused = self.refused.borrow().clone();
+        let snapshot = crate::isolate::as_served(&snapshot, &refused);
         let mut report = StatusReport::new(&snapshot, docker, self.haproxy_states().await.as_ref(), last_reload);
         report.haproxy = self.haproxy.as_ref().map(|h| h.borrow().clone());
+        report.refused = refused;
         report
     }
 

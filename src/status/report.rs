@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::isolate::Refusals;
 use crate::model::Snapshot;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -98,6 +99,10 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     pub excluded: Vec<ExcludedStatus>,
     pub last_reload: Option<ApplyRecord>,
+    /// What HAProxy refused (services, certificates, a template edit) and
+    /// teal leaves out; the refused services' containers are in `excluded`.
+    #[serde(default)]
+    pub refused: Refusals,
 }
 
 /// (backend, server) -> HAProxy's word for its state.
@@ -162,6 +167,7 @@ impl StatusReport {
             services,
             excluded,
             last_reload,
+            refused: Refusals::default(),
         }
     }
 }

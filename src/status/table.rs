@@ -109,6 +109,13 @@ fn table(report: &StatusReport, colour: bool) -> String {
             let _ = writeln!(out, "  {}: {}", excluded.container_name, excluded.reason);
         }
     }
+    let refused = &report.refused;
+    if let Some(reason) = &refused.rendering {
+        let _ = writeln!(out, "\ntemplate edit refused (the last good one renders): {reason}");
+    }
+    for certificate in &refused.certificates {
+        let _ = writeln!(out, "certificate refused: {}: {}", certificate.file, certificate.reason);
+    }
     out
 }
 
@@ -161,6 +168,7 @@ mod tests {
                 reason: "label teal.port=\"abc\": not a port number (1-65535)".into(),
             }],
             last_reload: None,
+            refused: Default::default(),
         };
         let text = table(&report, false);
         assert!(
