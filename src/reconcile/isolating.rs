@@ -134,6 +134,16 @@ impl<E: Executor> Driver<E> {
         for refused in &narrowed.refused {
             tracing::error!(service = %refused.service, reason = %refused.reason, "HAProxy refused this service; it is left out, every other change is applied");
         }
+        // Until something else is applied, the last apply is this refusal.
+        let services: Vec<String> = narrowed
+            .refused
+            .iter()
+            .map(|r| format!("{}: {}", r.service, r.reason))
+            .collect();
+        self.outputs.record(Err(format!(
+            "haproxy refused service {}; every other change is applied",
+            services.join("; service ")
+        )));
         let text = self
             .rendering
             .render(&narrowed.snapshot)
@@ -161,6 +171,9 @@ impl<E: Executor> Driver<E> {
         };
         let reason = isolate::alert_reason(&refusal);
         tracing::error!(%reason, "HAProxy refused the edited template or certificates; the last good ones keep rendering, server changes still apply");
+        self.outputs.record(Err(format!(
+            "haproxy refused the edited template or certificates, the last good ones keep rendering: {reason}"
+        )));
         self.isolation.rendering_refused = Some(reason);
         self.rendering = good;
         let text = self
