@@ -12,7 +12,6 @@ use crate::model_owner::{scope, ModelOwner};
 use crate::reconcile::{ApplyOutputs, Driver, Events, Isolation, Rendering};
 use crate::render::{ContextSettings, Renderer};
 use crate::settings::{ReloadMode, Settings};
-use crate::signal::StopSignals;
 use crate::slots::LiveSlots;
 use crate::status::{self, DockerStatus, Metrics, StatusSources};
 use crate::watch::Watches;
@@ -36,7 +35,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(crate::signal::cancel_on_stop(shutdown.clone()));
     let scope = scope(&settings).await?;
 
     let metrics = Arc::new(Metrics::default());
@@ -125,14 +124,4 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = model_task.await;
     let _ = status_task.await;
     Ok(())
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let Ok(mut signals) = StopSignals::install() else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let signal = signals.recv().await;
-    tracing::info!(signal, "shutting down");
-    shutdown.cancel();
 }

@@ -135,4 +135,4 @@ impl Reconciled {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

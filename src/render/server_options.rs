@@ -69,4 +69,21 @@ mod tests {
             "check inter 500ms fall 3 rise 1 fastinter 100ms pool-max-conn -1 pool-purge-delay 5s"
         );
     }
+
+    #[test]
+    fn render_context_shows_them_per_service_and_server() {
+        use crate::reconcile::tests::{context_settings, snapshot};
+        let mut snapshot = snapshot(&[("a", "web"), ("bb", "web")]);
+        snapshot.services[0].servers[1].state = ServerState::Drain;
+        let settings = context_settings();
+        let json = serde_json::to_value(crate::render::Context::new(&settings, &snapshot)).unwrap();
+        let web = &json["services"][0];
+        assert_eq!(
+            web["server_defaults"],
+            ServerDefaults::of(&snapshot.services[0]).to_string()
+        );
+        assert_eq!(web["servers"][0]["config_weight"], 100);
+        assert_eq!(web["servers"][1]["config_weight"], 0);
+        assert_eq!(web["servers"][1]["weight"], 100);
+    }
 }
