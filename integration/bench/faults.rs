@@ -239,6 +239,7 @@ async fn measure(fault: Fault, window: Duration) -> Row {
             masters_before.clear();
         }
     }
+    let last_step_at = load.started.elapsed();
     let converged_at = wait_converged(&teal, &want, &load, end).await;
     let note = note(fault, &teal, &markers, &masters_before).await;
     let (peak_rss, _) = stack::memory_mib(teal.pid());
@@ -248,7 +249,13 @@ async fn measure(fault: Fault, window: Duration) -> Row {
     }
     drop(containers);
     drop(teal);
-    Row::new(fault, &samples, fault_at, converged_at, window, peak_rss, note)
+    let times = Times {
+        fault: fault_at,
+        last_step: last_step_at,
+        converged: converged_at,
+        end: STEADY + window,
+    };
+    Row::new(fault, &samples, times, peak_rss, note)
 }
 
 /// Scale `web` to two, wait (a while) until the new one is served, then
@@ -321,11 +328,11 @@ async fn note(fault: Fault, teal: &Teal, markers: &[String], masters_before: &[i
     let about_fault = if markers.is_empty() {
         None
     } else {
-        Some(match reason_mentioning(&status, markers) {
-            Some(reason) => format!("reported: {}", first_alert(&reason)),
+        Some(match reason_mentioning(&status, markers, "") {
+            Some((place, reason)) => format!("{place}: {}", first_alert(&reason)),
             None => match status["last_reload"]["error"].as_str() {
                 Some(error) if status["last_reload"]["ok"] == false => {
-                    format!("last apply failed: {}", first_alert(error))
+                    format!("last_reload (names no marker): {}", first_alert(error))
                 }
                 _ => "not in /status".to_owned(),
             },
@@ -368,57 +375,73 @@ fn shorten(text: &str, max: usize) -> String {
     format!("{head} … {tail}")
 }
 
-/// A reason or error in `/status` from an object that names one of the
-/// markers (a left-out container and its reason, a refused file, ...).
-/// Read as plain JSON, so a field added to `/status` is found too.
-fn reason_mentioning(value: &serde_json::Value, markers: &[String]) -> Option<String> {
+/// Where in `/status` (a dotted path) a message about one of the markers
+/// is, and the message: the reason or error of an object that names one
+/// (a left-out container, a refused file or service), or a sentence that
+/// does. Read as plain JSON, so it finds what a newer teal adds.
+fn reason_mentioning(value: &serde_json::Value, markers: &[String], path: &str) -> Option<(String, String)> {
+    let mentions = |text: &str| markers.iter().any(|m| text.contains(m.as_str()));
     match value {
         serde_json::Value::Object(fields) => {
-            let names_one = fields
-                .values()
-                .filter_map(|v| v.as_str())
-                .any(|text| markers.iter().any(|m| text.contains(m.as_str())));
+            let names_one = fields.values().filter_map(|v| v.as_str()).any(mentions);
             let reason = fields
                 .iter()
                 .filter(|(key, _)| key.contains("reason") || key.contains("error"))
                 .find_map(|(_, v)| v.as_str().filter(|s| !s.is_empty()));
-            match reason {
-                Some(reason) if names_one => Some(reason.to_owned()),
-                _ => fields.values().find_map(|v| reason_mentioning(v, markers)),
+            if let Some(reason) = reason.filter(|_| names_one) {
+                return Some((path.to_owned(), reason.to_owned()));
             }
+            let at = |key: &str| match path {
+                "" => key.to_owned(),
+                _ => format!("{path}.{key}"),
+            };
+            let sentence = fields.iter().find_map(|(key, v)| {
+                let text = v.as_str().filter(|t| t.contains(' ') && mentions(t))?;
+                Some((at(key), text.to_owned()))
+            });
+            sentence.or_else(|| {
+                fields
+                    .iter()
+                    .find_map(|(key, v)| reason_mentioning(v, markers, &at(key)))
+            })
         }
-        serde_json::Value::Array(items) => items.iter().find_map(|v| reason_mentioning(v, markers)),
+        serde_json::Value::Array(items) => items.iter().find_map(|v| reason_mentioning(v, markers, path)),
         _ => None,
     }
+}
+
+/// When things happened, from the start of the load.
+struct Times {
+    fault: Duration,
+    /// The fault's last step: the old container removed, the last container
+    /// started, teal restarted, HAProxy killed.
+    last_step: Duration,
+    /// The start of the converged stretch that lasted to the end, if any.
+    converged: Option<Duration>,
+    end: Duration,
 }
 
 struct Row {
     fault: Fault,
     requests: usize,
     failed: usize,
-    /// From the fault until teal had converged and no request failed after.
+    /// From the fault's last step until teal had converged and no request
+    /// failed after.
     converge: Option<Duration>,
     peak_rss: f64,
     note: String,
 }
 
 impl Row {
-    fn new(
-        fault: Fault,
-        samples: &[Sample],
-        fault_at: Duration,
-        converged_at: Option<Duration>,
-        window: Duration,
-        peak_rss: f64,
-        note: String,
-    ) -> Row {
-        let during: Vec<&Sample> = samples.iter().filter(|s| s.at >= fault_at).collect();
+    fn new(fault: Fault, samples: &[Sample], times: Times, peak_rss: f64, note: String) -> Row {
+        let during: Vec<&Sample> = samples.iter().filter(|s| s.at >= times.fault).collect();
         let last_failure = during.iter().filter(|s| !s.ok).map(|s| s.at).max();
         // Still failing in the last second: not converged, whatever /status says.
-        let failing_at_end = last_failure.is_some_and(|at| at + Duration::from_secs(1) >= STEADY + window);
-        let converge = converged_at
+        let failing_at_end = last_failure.is_some_and(|at| at + Duration::from_secs(1) >= times.end);
+        let converge = times
+            .converged
             .filter(|_| !failing_at_end)
-            .map(|at| at.max(last_failure.unwrap_or_default()).saturating_sub(fault_at));
+            .map(|at| at.max(last_failure.unwrap_or_default()).saturating_sub(times.last_step));
         Row {
             fault,
             requests: during.len(),
