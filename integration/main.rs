@@ -23,6 +23,7 @@ mod dataplane;
 mod discovery;
 mod examples;
 mod health;
+mod isolation;
 mod labels;
 mod reconnect;
 mod rollout;

@@ -18,25 +18,25 @@ const CONVERGE: Duration = Duration::from_secs(20);
 
 /// A certificate directory, and a scratch directory beside it where new
 /// files are made before they are renamed in (so HAProxy never sees half a file).
-struct Certs {
+pub(crate) struct Certs {
     root: TempDir,
 }
 
 impl Certs {
-    fn new() -> Certs {
+    pub(crate) fn new() -> Certs {
         let root = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(root.path().join("certs")).expect("certs dir");
         std::fs::create_dir(root.path().join("scratch")).expect("scratch dir");
         Certs { root }
     }
 
-    fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         self.root.path().join("certs")
     }
 
     /// A new self-signed certificate (and key) for `name`, as `<name>.pem`;
     /// returns the certificate part, PEM.
-    async fn issue(&self, name: &str) -> String {
+    pub(crate) async fn issue(&self, name: &str) -> String {
         let scratch = self.root.path().join("scratch");
         let (key, cert) = (scratch.join("key.pem"), scratch.join("cert.pem"));
         let out = Command::new("openssl")
@@ -66,7 +66,7 @@ impl Certs {
 }
 
 /// The certificate (PEM) the server at `port` presents for SNI `name`.
-async fn presented(port: u16, name: &str) -> Option<String> {
+pub(crate) async fn presented(port: u16, name: &str) -> Option<String> {
     let out = Command::new("openssl")
         .args([
             "s_client",
@@ -85,13 +85,13 @@ async fn presented(port: u16, name: &str) -> Option<String> {
     Some(text[start..end].to_owned())
 }
 
-fn same_pem(a: &str, b: &str) -> bool {
+pub(crate) fn same_pem(a: &str, b: &str) -> bool {
     a.split_whitespace().eq(b.split_whitespace())
 }
 
 /// `GET https://name:port/` through curl (certificate not verified: it is
 /// self-signed); the body, or why not.
-async fn https_get(port: u16, name: &str) -> String {
+pub(crate) async fn https_get(port: u16, name: &str) -> String {
     let resolve = format!("{name}:{port}:127.0.0.1");
     let url = format!("https://{name}:{port}/");
     let out = Command::new("curl")

@@ -263,7 +263,7 @@ pub fn left_out(next: &Snapshot, applied: &Snapshot, refused: &[Refusal]) -> Vec
             excluded.push(Excluded {
                 container_id: server.container_id.clone(),
                 container_name: server.container_name.clone(),
-                reason: format!("HAProxy refused service {}: {}", refusal.service, refusal.reason),
+                reason: format!("HAProxy cannot load service {}: {}", refusal.service, refusal.reason),
             });
         }
     }

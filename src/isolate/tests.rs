@@ -105,7 +105,7 @@ fn a_new_refused_service_is_left_out_and_the_rest_applied() {
     assert_eq!(excluded, ["app-c1", "app-c2"]);
     assert!(narrowed.snapshot.excluded[0]
         .reason
-        .starts_with("HAProxy refused service c: parsing"));
+        .starts_with("HAProxy cannot load service c: parsing"));
     // next, then: without the changes, with a (the first half).
     assert_eq!(checks.get(), 3);
 }
