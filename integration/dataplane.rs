@@ -16,7 +16,7 @@ use crate::dockerd::PrivateDockerd;
 use crate::http::{self, Load};
 use crate::teal::Teal;
 use crate::util::{
-    alive, free_addr, free_port, pids_mentioning, signal, terminate, unique_prefix, wait_for, wait_until,
+    alive, free_addr, free_port, pids_mentioning, repo_root, signal, terminate, unique_prefix, wait_for, wait_until,
 };
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -368,4 +368,28 @@ async fn liveness_ignores_docker_and_readiness_follows_it() {
     })
     .await;
     eprintln!("docker down: /healthz 200 and the service served on {probes} of {probes} probes; /readyz 503");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_config_haproxy_rejects_claims_nothing_serves() {
+    let prefix = unique_prefix();
+    let docker = Docker::shared();
+    let _a = docker.container(&prefix, "a").service("web").run().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let template = dir.path().join("haproxy.cfg.hbs");
+    let default = std::fs::read_to_string(repo_root().join("haproxy/haproxy.cfg.hbs")).expect("default template");
+    let rejected = default.replacen("defaults\n", "defaults\n    no-such-keyword-teal\n", 1);
+    std::fs::write(&template, rejected).expect("write template");
+    let teal = Teal::builder(&prefix).template(&template).spawn();
+
+    let error = wait_for(CONVERGE, "/status shows the rejected first config", || async {
+        report(&teal).await?.last_reload.filter(|r| !r.ok)?.error
+    })
+    .await;
+    eprintln!("first config rejected: {error}");
+    assert!(error.contains("no-such-keyword-teal"), "{error}");
+    assert_eq!(endpoint(&teal, "/healthz").await, 503, "nothing serves");
+    assert!(haproxy(&teal).await.is_some_and(|h| !h.running && h.exits == 0));
+    let log = teal.log();
+    assert!(!log.contains("keeps serving"), "no line claims a config serves:\n{log}");
 }

@@ -23,7 +23,8 @@ pub use supervisor::Supervisor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("haproxy rejected the new config, the last good one keeps serving:\n{0}")]
+    // No claim that a last good config serves: at a first start none does.
+    #[error("haproxy rejected the new config, so it was not applied:\n{0}")]
     Rejected(String),
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
