@@ -152,6 +152,14 @@ impl Executor for Applier {
         result
     }
 
+    fn running_text(&self) -> Option<String> {
+        // Other modes cannot tell; their HAProxy runs what was last written.
+        if self.supervisor.as_ref().is_some_and(|s| !s.running()) {
+            return None;
+        }
+        std::fs::read_to_string(&self.config).ok()
+    }
+
     async fn haproxy_back(&mut self) {
         match &self.supervisor {
             Some(supervisor) if self.start_pending => {

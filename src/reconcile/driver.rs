@@ -40,6 +40,12 @@ pub trait Executor {
     async fn haproxy_back(&mut self) {
         std::future::pending().await
     }
+    /// The config HAProxy runs when this teal has applied none yet (an
+    /// HAProxy adopted from an earlier teal, or run by another process):
+    /// the file on disk. `None` when none runs.
+    fn running_text(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What the loop waits on.
@@ -162,7 +168,9 @@ impl<E: Executor> Driver<E> {
                 }
             },
         };
-        self.check(state.applied().map(|a| a.text.as_str()), &text).await?;
+        let running = state.applied().map(|a| a.text.clone());
+        let running = running.or_else(|| self.executor.running_text());
+        self.check(running.as_deref(), &text).await?;
         state.mirror_unchecked = false;
         let outcome = self.executor.reload(&text).await?;
         state.set_applied(self.applied(snapshot, text), false);

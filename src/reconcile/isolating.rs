@@ -114,6 +114,7 @@ impl<E: Executor> Driver<E> {
         metrics.validation_failures.inc();
         let good = state.applied().map(|a| a.snapshot.clone()).unwrap_or_default();
         let running = state.applied().map(|a| a.text.clone());
+        let running = running.or_else(|| self.executor.running_text());
         let mut narrowing = Narrowing::new((*good).clone(), (*candidate).clone(), refusal.clone());
         while let Some(question) = narrowing.question() {
             let verdict = match self.rendering.render(&question) {
@@ -197,7 +198,9 @@ impl<E: Executor> Driver<E> {
         if let Some(Err(reason)) = isolation.verdicts.get(text) {
             return Err(ApplyError::Rejected(reason));
         }
-        if isolation.preflight {
+        // With none running, a taken port fails HAProxy's start, which the
+        // supervisor retries until it clears: no verdict to remember.
+        if isolation.preflight && running.is_some() {
             isolate::check_binds(running, text).map_err(ApplyError::Rejected)?;
         }
         match self.executor.validate(text).await {
