@@ -173,6 +173,26 @@ async fn a_killed_teal_leaves_haproxy_serving_and_the_next_teal_adopts_it() {
     assert_eq!(down.1, 0, "no request failed while teal was down");
     assert_eq!(stats.failures, 0, "{:?}", stats.errors);
 
+    // The adopted master is not teal's child: its death is seen by its pid.
+    let killed_at = Instant::now();
+    signal(master as i32, Signal::SIGKILL);
+    let restarted = wait_for(CONVERGE, "teal restarts the adopted master it saw die", || async {
+        haproxy(&second)
+            .await
+            .filter(|h| h.running && h.pid.is_some_and(|p| p != master))
+    })
+    .await;
+    second.wait_served_by(&kept.body, CONVERGE).await;
+    eprintln!(
+        "adopted master SIGKILLed: serving again after {:?}; {:?}",
+        killed_at.elapsed(),
+        restarted.last_exit
+    );
+    assert!(!restarted.adopted && restarted.restarts == 1);
+    let reason = restarted.last_exit.map(|e| e.reason).unwrap_or_default();
+    assert!(reason.contains("not teal's child"), "{reason}");
+    assert_eq!(masters_of(state.path()).len(), 1, "exactly one master");
+
     let stopped = second.stop();
     assert!(
         stopped.orphans.is_empty(),
