@@ -3,17 +3,20 @@
 //! attempt was measured), so a config whose new listener cannot be bound
 //! is refused here like one `haproxy -c` refuses.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use socket2::{Domain, Socket, Type};
 
 /// Binds, briefly, each address `text` listens on that `running` (the
-/// config HAProxy runs, if any) does not: HAProxy's own listeners are
-/// handed to its new worker, never bound again. Only "address in use" is a
-/// refusal: a port HAProxy may bind and teal may not (below 1024, as
+/// config HAProxy runs, if any) does not, as HAProxy binds it (with
+/// SO_REUSEADDR and SO_REUSEPORT): so HAProxy's own listeners, and those of
+/// an HAProxy teal adopted, do not count as held. Only "address in use" is
+/// a refusal: a port HAProxy may bind and teal may not (below 1024, as
 /// another user) is HAProxy's to try.
 pub fn check_binds(running: Option<&str>, text: &str) -> Result<(), String> {
     let current: Vec<SocketAddr> = running.map(binds).unwrap_or_default();
     for address in binds(text).into_iter().filter(|a| !current.contains(a)) {
-        if let Err(error) = TcpListener::bind(address) {
+        if let Err(error) = bind_like_haproxy(address) {
             if error.kind() == std::io::ErrorKind::AddrInUse {
                 return Err(format!(
                     "port {} is held by another process (bind {address}: {error})",
@@ -23,6 +26,16 @@ pub fn check_binds(running: Option<&str>, text: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn bind_like_haproxy(address: SocketAddr) -> std::io::Result<()> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&address.into())
 }
 
 /// The TCP addresses of every `bind` line; unix sockets, port ranges and
@@ -74,7 +87,7 @@ mod tests {
 
     #[test]
     fn a_new_listener_on_a_held_port_is_refused_and_a_running_one_is_not() {
-        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = holder.local_addr().unwrap().port();
         let text = format!("frontend teal_tcp_db\n    bind 127.0.0.1:{port}\n");
         let error = check_binds(None, &text).unwrap_err();
@@ -85,6 +98,21 @@ mod tests {
         // HAProxy itself holds it: its new worker takes the socket over.
         assert_eq!(check_binds(Some(&text), &text), Ok(()));
         drop(holder);
+        assert_eq!(check_binds(None, &text), Ok(()));
+    }
+
+    #[test]
+    fn a_listener_bound_as_haproxy_binds_is_not_held() {
+        // An HAProxy teal adopted: it runs a config teal did not apply.
+        let haproxy = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        haproxy.set_reuse_address(true).unwrap();
+        haproxy.set_reuse_port(true).unwrap();
+        haproxy
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        haproxy.listen(16).unwrap();
+        let port = haproxy.local_addr().unwrap().as_socket().unwrap().port();
+        let text = format!("frontend teal_http\n    bind 127.0.0.1:{port}\n");
         assert_eq!(check_binds(None, &text), Ok(()));
     }
 }

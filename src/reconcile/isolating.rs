@@ -168,6 +168,23 @@ impl<E: Executor> Driver<E> {
             .clone()
             .filter(|good| good.id() != self.rendering.id())
         else {
+            if state.applied().is_none() && self.isolation.preflight {
+                // Nothing serves yet, so a start that fails pauses nothing:
+                // HAProxy is started anyway (the supervisor retries it
+                // until, say, the port held is freed).
+                tracing::warn!(reason = %isolate::alert_reason(&refusal), "HAProxy may not start on this config; starting it anyway");
+                self.isolation.preflight = false;
+                let text = self
+                    .rendering
+                    .render(&candidate)
+                    .map_err(|e| ApplyError::Rejected(e.to_string()));
+                let result = match text {
+                    Ok(text) => self.apply(state, candidate, text).await,
+                    Err(error) => Err(error),
+                };
+                self.isolation.preflight = true;
+                return result.map(|outcome| (outcome, Vec::new()));
+            }
             return Err(ApplyError::Rejected(refusal));
         };
         let reason = isolate::alert_reason(&refusal);
