@@ -265,6 +265,44 @@ async fn a_refused_service_is_left_out_and_server_changes_still_flow() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refused_service_that_changes_at_once_is_tried_again_after_its_wait() {
+    let h = start(None);
+    let one = snapshot(&[("a", "web")]);
+    h.started(&one).await;
+    *h.fake.refuse_containing.lock().unwrap() = Some("backend api".into());
+    h.send(&snapshot(&[("a", "web"), ("bb", "api")]));
+    h.fake.wait_for(3).await;
+    // Changed after its 1 s wait (the debounce is as long): tried, refused
+    // again; the next wait is 2 s.
+    h.send(&snapshot(&[("a", "web"), ("bb", "api"), ("ccc", "api")]));
+    h.fake.wait_for(4).await;
+    let refused_again = h.fake.time_of(3);
+    // Changed at once: held, not checked, until the wait ends; then tried
+    // with no further event.
+    h.send(&snapshot(&[
+        ("a", "web"),
+        ("bb", "api"),
+        ("ccc", "api"),
+        ("dddd", "api"),
+    ]));
+    let calls = h.fake.wait_for(5).await;
+    assert!(
+        matches!(&calls[4], Call::Validate(text) if text.contains("dddd")),
+        "{calls:?}"
+    );
+    assert!(
+        h.fake.time_of(4) - refused_again >= Duration::from_secs(2),
+        "tried before its wait was over"
+    );
+    tokio::time::sleep(DEBOUNCE * 10).await;
+    assert_eq!(
+        h.fake.calls().len(),
+        5,
+        "its input did not change again: not tried again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_refused_template_edit_keeps_the_last_good_one_rendering() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("haproxy.cfg.hbs");
