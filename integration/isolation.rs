@@ -73,8 +73,10 @@ async fn wait_service_refused(teal: &Teal, service: &str) -> String {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_service_haproxy_refuses_is_left_out_and_other_services_keep_changing() {
+/// A custom template gives service `bad` the backend line `line`, which
+/// HAProxy refuses with an alert holding `alert`; `bad` is left out and
+/// `web` keeps changing under load.
+async fn a_refused_service_leaves_the_rest_changing(what: &str, line: &str, alert: &str) {
     let prefix = unique_prefix();
     let docker = Docker::shared();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -82,7 +84,7 @@ async fn a_service_haproxy_refuses_is_left_out_and_other_services_keep_changing(
     let template = dir.path().join("haproxy.cfg.hbs");
     let custom = default_template().replacen(
         "    balance {{balance}}\n",
-        "    balance {{balance}}\n{{#if (eq name \"bad\")}}\n    no-such-keyword-teal\n{{/if}}\n",
+        &format!("    balance {{{{balance}}}}\n{{{{#if (eq name \"bad\")}}}}\n    {line}\n{{{{/if}}}}\n"),
         1,
     );
     std::fs::write(&template, custom).expect("write template");
@@ -96,20 +98,32 @@ async fn a_service_haproxy_refuses_is_left_out_and_other_services_keep_changing(
         .run()
         .await;
     let reason = wait_service_refused(&teal, "bad").await;
-    assert!(reason.contains("no-such-keyword-teal"), "{reason}");
-    let excluded = teal.wait_excluded(&bad, "no-such-keyword-teal", CONVERGE).await;
+    assert!(reason.contains(alert), "{reason}");
+    let excluded = teal.wait_excluded(&bad, alert, CONVERGE).await;
     assert!(excluded.starts_with("HAProxy cannot load service bad"), "{excluded}");
 
     let stats = scale_and_stop(&docker, &prefix, &old, load, async {}).await;
     eprintln!(
-        "refused service: {} requests, {} failed, served: {}",
+        "{what}: {} requests, {} failed, served: {}",
         stats.requests,
         stats.failures,
         stats.served()
     );
     assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
     assert_eq!(teal.metric("teal_services_refused").await, Some(1.0));
-    assert!(!teal.config().contains("no-such-keyword-teal"));
+    assert!(!teal.config().contains(line));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_haproxy_refuses_is_left_out_and_other_services_keep_changing() {
+    let line = "no-such-keyword-teal";
+    a_refused_service_leaves_the_rest_changing("refused service", line, line).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_naming_a_missing_file_is_left_out_like_any_refusal() {
+    let line = "errorfile 503 /nonexistent/teal-missing.http";
+    a_refused_service_leaves_the_rest_changing("missing file", line, "error opening file").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
