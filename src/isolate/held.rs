@@ -97,10 +97,6 @@ impl Held {
         self.services = services;
     }
 
-    pub fn len(&self) -> usize {
-        self.services.len()
-    }
-
     /// The template or certificates changed: every held service may load
     /// now, so each is tried again.
     pub fn clear(&mut self) {
