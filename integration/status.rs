@@ -5,6 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
+use teal::model::ServerState;
+use teal::status::HaproxyState;
+
 use crate::docker::Docker;
 use crate::http;
 use crate::teal::Teal;
@@ -35,7 +38,7 @@ async fn status_metrics_and_table_describe_the_stack() {
                 .services
                 .iter()
                 .flat_map(|s| &s.servers)
-                .any(|s| s.haproxy.as_deref() == Some("UP"));
+                .any(|s| s.haproxy == Some(HaproxyState::Up));
             (up && !report.excluded.is_empty()).then_some(report)
         },
     )
@@ -44,8 +47,8 @@ async fn status_metrics_and_table_describe_the_stack() {
     let web = report.services.iter().find(|s| s.name == "web").expect("service web");
     assert_eq!(web.servers.len(), 1);
     assert_eq!(
-        (web.servers[0].container_name.as_str(), web.servers[0].state.as_str()),
-        (good.name.as_str(), "ready")
+        (web.servers[0].container_name.as_str(), web.servers[0].state),
+        (good.name.as_str(), ServerState::Ready)
     );
     let excluded = &report.excluded[0];
     assert_eq!(excluded.container_name, bad.name);

@@ -16,7 +16,6 @@ use crate::settings::{
     DEFAULT_HAPROXY, DEFAULT_HTTPS_BIND, DEFAULT_HTTP_BIND, DEFAULT_LABEL_PREFIX, DEFAULT_RELOAD, DEFAULT_STATE_DIR,
     DEFAULT_STATUS_BIND,
 };
-use crate::slots::parse_slot;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -141,7 +140,7 @@ pub struct SwitchArgs {
     pub service: ServiceName,
 
     /// Make this slot live (blue or green) instead of flipping; nothing to do when it already is.
-    #[arg(long, env = "TEAL_SWITCH_TO", value_parser = parse_slot)]
+    #[arg(long, env = "TEAL_SWITCH_TO")]
     pub to: Option<Slot>,
 
     /// Switch even when no server of the slot going live is UP, or no daemon answers (it applies the choice when it starts).

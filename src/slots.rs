@@ -71,34 +71,19 @@ impl LiveSlots {
         let mut slots = BTreeMap::new();
         for (service, slot) in raw {
             ServiceName::parse(&service).map_err(|reason| format!("service {service:?}: {reason}"))?;
-            slots.insert(service, parse_slot(&slot)?);
+            let slot = slot.parse().map_err(|reason| format!("slot {slot:?}: {reason}"))?;
+            slots.insert(service, slot);
         }
         Ok(Self(slots))
     }
 
     fn to_json(&self) -> String {
-        let raw: BTreeMap<&str, &str> = self.0.iter().map(|(k, v)| (k.as_str(), slot_name(*v))).collect();
-        // A map of strings always serializes.
-        serde_json::to_string_pretty(&raw).unwrap_or_default() + "\n"
+        // A map of strings to slots always serializes.
+        serde_json::to_string_pretty(&self.0).unwrap_or_default() + "\n"
     }
 
     pub fn live(&self, service: &ServiceName) -> Slot {
         self.0.get(service.as_str()).copied().unwrap_or(Slot::Blue)
-    }
-}
-
-pub fn parse_slot(text: &str) -> Result<Slot, String> {
-    match text {
-        "blue" => Ok(Slot::Blue),
-        "green" => Ok(Slot::Green),
-        other => Err(format!("slot {other:?}: must be blue or green")),
-    }
-}
-
-pub fn slot_name(slot: Slot) -> &'static str {
-    match slot {
-        Slot::Blue => "blue",
-        Slot::Green => "green",
     }
 }
 
@@ -221,7 +206,7 @@ pub fn route_snapshots(
                     Ok(next) => {
                         for (service, slot) in &next.0 {
                             if live.0.get(service) != Some(slot) {
-                                tracing::info!(%service, live = slot_name(*slot), "live slot switched");
+                                tracing::info!(%service, live = %slot, "live slot switched");
                             }
                         }
                         live = next;

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 
 use crate::model::labels::{ServiceName, Slot};
 use crate::settings::SwitchSettings;
-use crate::slots::{self, parse_slot, slot_name, LiveSlots};
+use crate::slots::{self, LiveSlots};
 use crate::status::{self, ServerStatus, StatusReport};
 
 const POLL: Duration = Duration::from_millis(100);
@@ -23,7 +23,7 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
     let current = LiveSlots::load(&settings.state_dir)?.live(service);
     let target = settings.to.unwrap_or(slots::other(current));
     if target == current {
-        println!("{service}: {} is live already", slot_name(target));
+        println!("{service}: {target} is live already");
         return Ok(());
     }
     let preview = slots::preview_name(service).map_err(anyhow::Error::msg)?;
@@ -31,20 +31,20 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
     match &report {
         Ok(report) => {
             let going_live = slot_servers(report, service, &preview, target);
-            let up = going_live.iter().filter(|s| is_up(s)).count();
+            let up = going_live.iter().filter(|s| s.is_up()).count();
             anyhow::ensure!(
                 up > 0 || settings.force,
                 "no {} server of {service} is UP in HAProxy ({} known to teal): switching would send live \
                  traffic to nothing. Start the {} containers first, or pass --force",
-                slot_name(target),
+                target,
                 going_live.len(),
-                slot_name(target)
+                target
             );
         }
         Err(error) if !settings.force => {
             return Err(anyhow::anyhow!("{error:#}")).context(format!(
                 "cannot check that the {} slot is UP; pass --force to switch anyway",
-                slot_name(target)
+                target
             ));
         }
         Err(_) => {}
@@ -55,7 +55,7 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
     if report.is_err() {
         println!(
             "{service}: {} is live, saved in {}; no daemon answers at {}, it applies the choice when it starts",
-            slot_name(target),
+            target,
             path.display(),
             settings.status_bind
         );
@@ -69,10 +69,10 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
                 let other = slot_servers(&report, service, &preview, slots::other(target));
                 println!(
                     "{service}: {} is live ({} of {} server(s) UP); {} is on the preview listener ({} server(s))",
-                    slot_name(target),
-                    live.iter().filter(|s| is_up(s)).count(),
+                    target,
+                    live.iter().filter(|s| s.is_up()).count(),
                     live.len(),
-                    slot_name(slots::other(target)),
+                    slots::other(target),
                     other.len()
                 );
                 return Ok(());
@@ -82,7 +82,7 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
             Instant::now() < deadline,
             "{service}: {} is live in {}, but the daemon at {} did not apply it within {:?}: does it run with \
              --state-dir {}? (see its log)",
-            slot_name(target),
+            target,
             path.display(),
             settings.status_bind,
             settings.timeout,
@@ -104,12 +104,8 @@ fn slot_servers<'a>(
         .iter()
         .filter(|s| s.name == service.as_str() || s.name == preview.as_str())
         .flat_map(|s| s.servers.iter())
-        .filter(|s| s.slot.as_deref() == Some(slot_name(slot)))
+        .filter(|s| s.slot == Some(slot))
         .collect()
-}
-
-fn is_up(server: &ServerStatus) -> bool {
-    server.state == "ready" && server.haproxy.as_deref() == Some("UP")
 }
 
 /// The live backend holds no server of the other slot, and HAProxy runs
@@ -119,9 +115,8 @@ fn applied(report: &StatusReport, service: &ServiceName, live: Slot) -> bool {
     let Some(backend) = report.services.iter().find(|s| s.name == service.as_str()) else {
         return false;
     };
-    let slot_of = |s: &&ServerStatus| s.slot.as_deref().and_then(|slot| parse_slot(slot).ok());
-    let stale = backend.servers.iter().any(|s| slot_of(&s) == Some(slots::other(live)));
-    let mut going_live = backend.servers.iter().filter(|s| slot_of(s) == Some(live)).peekable();
+    let stale = backend.servers.iter().any(|s| s.slot == Some(slots::other(live)));
+    let mut going_live = backend.servers.iter().filter(|s| s.slot == Some(live)).peekable();
     let nothing_to_route = going_live.peek().is_none();
-    !stale && (nothing_to_route || going_live.any(is_up))
+    !stale && (nothing_to_route || going_live.any(ServerStatus::is_up))
 }

@@ -285,7 +285,11 @@ async fn converged(teal: &Teal, want: &Converged) -> bool {
             .map(|s| s.servers.as_slice())
             .unwrap_or_default()
     };
-    let all_up = |name: &str| servers(name).iter().all(|s| s.haproxy.as_deref() == Some("UP"));
+    let all_up = |name: &str| {
+        servers(name)
+            .iter()
+            .all(|s| s.haproxy == Some(teal::status::HaproxyState::Up))
+    };
     let web = servers("web");
     report.haproxy_running
         && web.len() == want.web.len()

@@ -209,7 +209,7 @@ impl Teal {
             .services
             .iter()
             .flat_map(|s| &s.servers)
-            .filter(|s| s.haproxy.as_deref() == Some("UP"))
+            .filter(|s| s.haproxy == Some(teal::status::HaproxyState::Up))
             .count()
     }
 }

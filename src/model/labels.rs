@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::duration::parse_duration;
 
@@ -104,11 +105,32 @@ impl HttpPath {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Http,
     Tcp,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "http" => Ok(Mode::Http),
+            "tcp" => Ok(Mode::Tcp),
+            _ => Err("must be http or tcp".into()),
+        }
+    }
 }
 
 /// Only HAProxy's dynamic algorithms: they accept servers added at runtime.
@@ -121,11 +143,32 @@ pub enum Balance {
     First,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     Blue,
     Green,
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        })
+    }
+}
+
+impl FromStr for Slot {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "blue" => Ok(Slot::Blue),
+            "green" => Ok(Slot::Green),
+            _ => Err("must be blue or green".into()),
+        }
+    }
 }
 
 /// HAProxy's active check of a server: HTTP GET of `path`, else a TCP connect.
@@ -169,7 +212,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> Result<Option<Se
     if !reader.get("enable", parse_bool)?.unwrap_or(true) {
         return Ok(None);
     }
-    let mode = reader.get("mode", parse_mode)?.unwrap_or(Mode::Http);
+    let mode = reader.get("mode", str::parse)?.unwrap_or(Mode::Http);
     let listen = reader.get("listen", parse_port)?;
     if mode == Mode::Tcp && listen.is_none() {
         return Err(reader.error(
@@ -196,7 +239,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> Result<Option<Se
         weight: reader.get("weight", parse_weight)?.unwrap_or(DEFAULT_WEIGHT),
         balance: reader.get("balance", parse_balance)?.unwrap_or(Balance::Roundrobin),
         maxconn: reader.get("maxconn", parse_maxconn)?,
-        slot: reader.get("slot", parse_slot)?,
+        slot: reader.get("slot", str::parse)?,
         https_redirect: reader.get("https-redirect", parse_bool)?.unwrap_or(false),
     }))
 }
@@ -278,14 +321,6 @@ fn parse_hosts(value: &str) -> Result<Vec<HostName>, String> {
     Ok(hosts)
 }
 
-fn parse_mode(value: &str) -> Result<Mode, String> {
-    match value {
-        "http" => Ok(Mode::Http),
-        "tcp" => Ok(Mode::Tcp),
-        _ => Err("must be http or tcp".into()),
-    }
-}
-
 fn parse_check_interval(value: &str) -> Result<Duration, String> {
     let interval = parse_duration(value)?;
     if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&interval) {
@@ -315,14 +350,6 @@ fn parse_maxconn(value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {
         Ok(maxconn) if (1..=1_000_000).contains(&maxconn) => Ok(maxconn),
         _ => Err("must be a whole number from 1 to 1000000".into()),
-    }
-}
-
-fn parse_slot(value: &str) -> Result<Slot, String> {
-    match value {
-        "blue" => Ok(Slot::Blue),
-        "green" => Ok(Slot::Green),
-        _ => Err("must be blue or green".into()),
     }
 }
 
@@ -436,6 +463,19 @@ mod tests {
         assert!(err.reason.contains("teal.listen"));
         let l = labels(&[("teal.service", "db"), ("teal.mode", "tcp"), ("teal.listen", "5432")]);
         assert_eq!(parse("teal", &l).unwrap().unwrap().listen, Some(5432));
+    }
+
+    #[test]
+    fn mode_and_slot_text_is_their_json() {
+        for mode in [Mode::Http, Mode::Tcp] {
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.to_string());
+            assert_eq!(mode.to_string().parse(), Ok(mode));
+        }
+        for slot in [Slot::Blue, Slot::Green] {
+            assert_eq!(serde_json::to_value(slot).unwrap(), slot.to_string());
+            assert_eq!(slot.to_string().parse(), Ok(slot));
+            assert_eq!(serde_json::from_value::<Slot>(slot.to_string().into()).unwrap(), slot);
+        }
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! Containers -> services and servers: the plain value everything downstream reads.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::labels::{self, Balance, HealthCheck, HostName, HttpPath, Mode, ServiceLabels, ServiceName, Slot};
 use super::{ContainerFacts, ContainerId, Health, Scope};
 
 /// Whether HAProxy may send new requests to a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServerState {
     Ready,
@@ -17,6 +19,29 @@ pub enum ServerState {
     Drain,
     /// Not routed: health check not passing yet, unhealthy, or paused.
     Maint,
+}
+
+impl fmt::Display for ServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerState::Ready => "ready",
+            ServerState::Drain => "drain",
+            ServerState::Maint => "maint",
+        })
+    }
+}
+
+impl FromStr for ServerState {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "ready" => Ok(ServerState::Ready),
+            "drain" => Ok(ServerState::Drain),
+            "maint" => Ok(ServerState::Maint),
+            _ => Err(format!("{value:?} is not a server state (ready, drain or maint)")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

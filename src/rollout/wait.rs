@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::{seconds, Progress};
 use crate::docker::Client;
-use crate::model::Health;
+use crate::model::{Health, ServerState};
 use crate::status::{self, StatusReport};
 
 const POLL: Duration = Duration::from_millis(250);
@@ -158,14 +158,13 @@ async fn stage(docker: &Client, r: &mut Replacement, report: &anyhow::Result<Sta
     let Some(server) = server else {
         return Stage::Waiting("not routed by teal yet".into());
     };
-    if server.state == "ready" {
+    if server.state == ServerState::Ready {
         r.routed = true;
     }
-    let haproxy = server.haproxy.as_deref().unwrap_or("-");
-    if server.state == "ready" && haproxy == "UP" {
-        r.routed = true;
+    if server.is_up() {
         return Stage::Up;
     }
+    let haproxy = server.haproxy.map_or_else(|| "-".to_owned(), |h| h.to_string());
     let reason = server.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
     Stage::Waiting(format!("teal: {}{reason}, HAProxy: {haproxy}", server.state))
 }

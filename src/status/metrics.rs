@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::model::{ServerState, Snapshot};
+use crate::model::Snapshot;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -22,7 +22,7 @@ pub struct ActionLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServerLabels {
     pub service: String,
-    pub state: &'static str,
+    pub state: String,
 }
 
 /// Every metric teal exports. Cheap to update from any task.
@@ -158,15 +158,10 @@ impl Metrics {
         self.servers.clear();
         for service in &snapshot.services {
             for server in &service.servers {
-                let state = match server.state {
-                    ServerState::Ready => "ready",
-                    ServerState::Drain => "drain",
-                    ServerState::Maint => "maint",
-                };
                 self.servers
                     .get_or_create(&ServerLabels {
                         service: service.name.to_string(),
-                        state,
+                        state: server.state.to_string(),
                     })
                     .inc();
             }

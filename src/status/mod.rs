@@ -29,8 +29,8 @@ use crate::model::Snapshot;
 pub use client::fetch;
 pub use metrics::{ActionLabel, Metrics, ResultLabel};
 pub use report::{
-    parse_servers_state, ApplyRecord, DockerStatus, ExcludedStatus, HaproxyExit, HaproxyProcess, HaproxyStates,
-    ServerStatus, ServiceStatus, StatusReport,
+    parse_servers_state, ApplyRecord, DockerStatus, ExcludedStatus, HaproxyExit, HaproxyProcess, HaproxyState,
+    HaproxyStates, ServerStatus, ServiceStatus, StatusReport,
 };
 pub use table::print_table;
 

@@ -2,11 +2,14 @@
 //! and `teal rollout`, so it is both serialized and parsed here.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::isolate::Refusals;
-use crate::model::Snapshot;
+use crate::model::labels::{Mode, Slot};
+use crate::model::{ServerState, Snapshot};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DockerStatus {
@@ -58,25 +61,77 @@ pub struct ServerStatus {
     pub address: String,
     pub port: u16,
     pub weight: u16,
-    /// What teal wants: ready, drain or maint.
-    pub state: String,
+    /// What teal wants.
+    pub state: ServerState,
     pub reason: Option<String>,
-    pub slot: Option<String>,
-    /// What HAProxy reports: UP, DOWN, MAINT, DRAIN, STARTING, STOPPING;
+    pub slot: Option<Slot>,
     /// `None` when HAProxy does not (yet) know the server.
-    pub haproxy: Option<String>,
+    pub haproxy: Option<HaproxyState>,
+}
+
+impl ServerStatus {
+    /// Teal routes it and HAProxy says UP.
+    pub fn is_up(&self) -> bool {
+        self.state == ServerState::Ready && self.haproxy == Some(HaproxyState::Up)
+    }
+}
+
+/// What HAProxy reports of a server, in its own words (`UP`, `DOWN`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HaproxyState {
+    Up,
+    Down,
+    /// Put in maintenance (by teal, or an operator).
+    Maint,
+    Drain,
+    /// Checked, not yet UP (`rise` not reached).
+    Starting,
+    /// Going DOWN (`fall` not reached).
+    Stopping,
+}
+
+impl fmt::Display for HaproxyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HaproxyState::Up => "UP",
+            HaproxyState::Down => "DOWN",
+            HaproxyState::Maint => "MAINT",
+            HaproxyState::Drain => "DRAIN",
+            HaproxyState::Starting => "STARTING",
+            HaproxyState::Stopping => "STOPPING",
+        })
+    }
+}
+
+impl FromStr for HaproxyState {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "UP" => Ok(HaproxyState::Up),
+            "DOWN" => Ok(HaproxyState::Down),
+            "MAINT" => Ok(HaproxyState::Maint),
+            "DRAIN" => Ok(HaproxyState::Drain),
+            "STARTING" => Ok(HaproxyState::Starting),
+            "STOPPING" => Ok(HaproxyState::Stopping),
+            _ => Err(format!(
+                "{value:?} is not an HAProxy server state (UP, DOWN, MAINT, DRAIN, STARTING, STOPPING)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
-    pub mode: String,
+    pub mode: Mode,
     pub hosts: Vec<String>,
     pub path: Option<String>,
     pub listen: Option<u16>,
     /// Blue/green: the slot the live frontend serves (on both backends of
     /// a service with slot labels), `None` without slots.
-    pub live_slot: Option<String>,
+    pub live_slot: Option<Slot>,
     /// Set on a `<service>_preview` backend: the service it previews.
     pub preview_of: Option<String>,
     pub servers: Vec<ServerStatus>,
@@ -105,8 +160,8 @@ pub struct StatusReport {
     pub refused: Refusals,
 }
 
-/// (backend, server) -> HAProxy's word for its state.
-pub type HaproxyStates = HashMap<(String, String), String>;
+/// (backend, server) -> HAProxy's state of it.
+pub type HaproxyStates = HashMap<(String, String), HaproxyState>;
 
 impl StatusReport {
     pub fn new(
@@ -120,11 +175,11 @@ impl StatusReport {
             .iter()
             .map(|service| ServiceStatus {
                 name: service.name.to_string(),
-                mode: text(&service.mode),
-                hosts: service.hosts.iter().map(text).collect(),
+                mode: service.mode,
+                hosts: service.hosts.iter().map(|h| h.as_str().to_owned()).collect(),
                 path: service.path.as_ref().map(|p| p.as_str().to_owned()),
                 listen: service.listen,
-                live_slot: service.slots.as_ref().map(|s| text(&s.live)),
+                live_slot: service.slots.as_ref().map(|s| s.live),
                 preview_of: service
                     .slots
                     .as_ref()
@@ -141,9 +196,9 @@ impl StatusReport {
                         address: server.address.to_string(),
                         port: server.port,
                         weight: server.weight,
-                        state: text(&server.state),
+                        state: server.state,
                         reason: server.reason.clone(),
-                        slot: server.slot.as_ref().map(text),
+                        slot: server.slot,
                         haproxy: haproxy
                             .and_then(|states| states.get(&(service.name.to_string(), server.name.clone())))
                             .cloned(),
@@ -172,16 +227,7 @@ impl StatusReport {
     }
 }
 
-/// Our enums and names serialize as their lower-case text; reuse it.
-fn text<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
-}
-
-/// Parses `show servers state` (format version 1) into HAProxy's word for
+/// Parses `show servers state` (format version 1) into HAProxy's state of
 /// each server. Admin flags: 0x23 = forced, inherited or resolution
 /// maintenance (0x04 alone only says "disabled in the config" and does not
 /// stop traffic); 0x18 = drain.
@@ -195,19 +241,19 @@ pub fn parse_servers_state(answer: &str) -> HaproxyStates {
         let (Ok(op), Ok(admin)) = (op.parse::<u32>(), admin.parse::<u32>()) else {
             continue;
         };
-        let word = if admin & 0x23 != 0 {
-            "MAINT"
+        let state = if admin & 0x23 != 0 {
+            HaproxyState::Maint
         } else if admin & 0x18 != 0 {
-            "DRAIN"
+            HaproxyState::Drain
         } else {
             match op {
-                0 => "DOWN",
-                1 => "STARTING",
-                2 => "UP",
-                _ => "STOPPING",
+                0 => HaproxyState::Down,
+                1 => HaproxyState::Starting,
+                2 => HaproxyState::Up,
+                _ => HaproxyState::Stopping,
             }
         };
-        states.insert((backend.to_string(), server.to_string()), word.to_owned());
+        states.insert((backend.to_string(), server.to_string()), state);
     }
     states
 }
@@ -224,10 +270,40 @@ mod tests {
             3 web 3 c-3 10.0.0.4 2 8 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
             3 web 4 d-4 10.0.0.5 0 0 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n";
         let states = parse_servers_state(answer);
-        let get = |s: &str| states[&("web".to_string(), s.to_string())].as_str();
+        let get = |s: &str| states[&("web".to_string(), s.to_string())];
+        use HaproxyState::{Down, Drain, Maint, Up};
         assert_eq!(
             (get("a-1"), get("b-2"), get("c-3"), get("d-4")),
-            ("UP", "MAINT", "DRAIN", "DOWN")
+            (Up, Maint, Drain, Down)
         );
+    }
+
+    #[test]
+    fn state_text_is_their_json() {
+        use HaproxyState::*;
+        for state in [Up, Down, Maint, Drain, Starting, Stopping] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string());
+            assert_eq!(state.to_string().parse(), Ok(state));
+        }
+        for state in [ServerState::Ready, ServerState::Drain, ServerState::Maint] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string());
+            assert_eq!(state.to_string().parse(), Ok(state));
+        }
+    }
+
+    #[test]
+    fn reads_back_what_the_server_writes() {
+        let json = r#"{"docker": {"connected": true, "error": null}, "haproxy_running": true,
+            "services": [{"name": "web", "mode": "http", "hosts": [], "path": null, "listen": null,
+                "live_slot": "green", "preview_of": null, "servers": [{"name": "a-1", "container_id": "c1",
+                "container_name": "a", "image": "app:1", "address": "10.0.0.2", "port": 80, "weight": 100,
+                "state": "ready", "reason": null, "slot": "green", "haproxy": "UP"}]}],
+            "excluded": [], "last_reload": null}"#;
+        let report: StatusReport = serde_json::from_str(json).unwrap();
+        let server = &report.services[0].servers[0];
+        assert!(server.is_up());
+        assert_eq!(report.services[0].live_slot, Some(Slot::Green));
+        let again: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(again, serde_json::from_str::<serde_json::Value>(json).unwrap());
     }
 }

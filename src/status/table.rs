@@ -72,8 +72,8 @@ fn table(report: &StatusReport, colour: bool) -> String {
                     name.clone(),
                     server.container_name.clone(),
                     format!("{}:{}", server.address, server.port),
-                    server.state.clone(),
-                    server.haproxy.clone().unwrap_or_else(|| "-".into()),
+                    server.state.to_string(),
+                    server.haproxy.map_or_else(|| "-".into(), |h| h.to_string()),
                     server.reason.clone().unwrap_or_default(),
                 ]
             })
@@ -122,7 +122,9 @@ fn table(report: &StatusReport, colour: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{DockerStatus, ExcludedStatus, HaproxyProcess, ServerStatus, ServiceStatus};
+    use crate::model::labels::Mode;
+    use crate::model::ServerState;
+    use crate::status::{DockerStatus, ExcludedStatus, HaproxyProcess, HaproxyState, ServerStatus, ServiceStatus};
 
     #[test]
     fn plain_table() {
@@ -142,7 +144,7 @@ mod tests {
             }),
             services: vec![ServiceStatus {
                 name: "web".into(),
-                mode: "http".into(),
+                mode: Mode::Http,
                 hosts: vec![],
                 path: None,
                 listen: None,
@@ -156,10 +158,10 @@ mod tests {
                     address: "172.18.0.2".into(),
                     port: 8080,
                     weight: 100,
-                    state: "ready".into(),
+                    state: ServerState::Ready,
                     reason: None,
                     slot: None,
-                    haproxy: Some("UP".into()),
+                    haproxy: Some(HaproxyState::Up),
                 }],
             }],
             excluded: vec![ExcludedStatus {
