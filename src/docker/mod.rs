@@ -24,6 +24,7 @@
 //! it, and see only our types ([`replica`] turns an inspected container
 //! into the create call of its replacement).
 
+mod backoff;
 mod client;
 mod convert;
 pub mod replica;
@@ -32,12 +33,13 @@ mod swarm_api;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use backoff::Backoff;
 pub use client::{Client, Event, EventSource, Image, Inspected, Listed, RunState, Which};
 
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
@@ -88,12 +90,9 @@ pub struct Watcher {
     pub metrics: Arc<Metrics>,
 }
 
-const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
 impl Watcher {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = BACKOFF_FIRST;
+        let mut backoff = Backoff::new();
         loop {
             let mut listed = false;
             let ended = tokio::select! {
@@ -101,9 +100,10 @@ impl Watcher {
                 ended = self.session(&mut listed) => ended,
             };
             if listed {
-                backoff = BACKOFF_FIRST;
+                backoff.reset();
             }
-            tracing::warn!(error = %ended, retry_in = ?backoff, "docker session ended; reconnecting");
+            let retry_in = backoff.next_delay();
+            tracing::warn!(error = %ended, ?retry_in, "docker session ended; reconnecting");
             if self
                 .reports
                 .send(Report::Disconnected(ended.to_string()))
@@ -112,11 +112,9 @@ impl Watcher {
             {
                 return;
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff::sleep(retry_in, &shutdown).await {
+                return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 

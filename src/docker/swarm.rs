@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::{self, Backoff};
 use super::swarm_api::{self, filters_query, ApiError, LocalContainer, Service, Task};
 use super::{action_kind, connect, is_stop_request, unix_now, Client, DockerError, Event, EventSource, Report};
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
@@ -46,8 +47,6 @@ const SLOW: Duration = Duration::from_secs(5);
 const COALESCE: Duration = Duration::from_millis(20);
 /// How often `auto` looks again whether the daemon became a manager.
 const MANAGER_RECHECK: Duration = Duration::from_secs(30);
-const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Service events, and the container events that change a task's state.
 const EVENTS: &[&str] = &[
@@ -98,7 +97,7 @@ impl SwarmWatcher {
         if self.mode == SwarmMode::Off {
             return;
         }
-        let mut backoff = BACKOFF_FIRST;
+        let mut backoff = Backoff::new();
         let mut was_manager = None;
         loop {
             let mut listed = false;
@@ -125,24 +124,22 @@ impl SwarmWatcher {
                             .await;
                     }
                     was_manager = Some(false);
-                    backoff = BACKOFF_FIRST;
+                    backoff.reset();
                     MANAGER_RECHECK
                 }
                 error => {
                     if listed {
                         was_manager = Some(true);
-                        backoff = BACKOFF_FIRST;
+                        backoff.reset();
                     }
+                    let retry_in = backoff.next_delay();
                     // Keep what was listed: a broken connection is no news about the tasks.
-                    tracing::warn!(%error, retry_in = ?backoff, "swarm session ended; reconnecting");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    wait
+                    tracing::warn!(%error, ?retry_in, "swarm session ended; reconnecting");
+                    retry_in
                 }
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+            if !backoff::sleep(wait, &shutdown).await {
+                return;
             }
         }
     }
