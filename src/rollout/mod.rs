@@ -159,6 +159,10 @@ async fn start_all(
     replacements: &mut Vec<Replacement>,
     lock: &mut RolloutLock,
 ) -> Result<(), String> {
+    // On disk before the first replacement exists: a second rollout that
+    // sees a replacement also finds this one's pid to name.
+    lock.record(&journal(Phase::Start, old, replacements))
+        .map_err(|e| e.to_string())?;
     for (i, plan) in plans.iter().enumerate() {
         let id = docker
             .create(plan)
@@ -268,6 +272,9 @@ async fn recover(docker: &Client, service: &str, journal: &Journal, drain: Durat
             false,
         ),
     };
+    if ids.is_empty() {
+        return; // it ended before creating anything
+    }
     println!("an earlier rollout of {service} (pid {}) ended {what}", journal.pid);
     for id in ids {
         let short = &id[..12.min(id.len())];
