@@ -380,6 +380,16 @@ async fn a_second_rollout_of_the_service_is_refused_while_one_runs() {
         "{output}"
     );
 
+    // Listed as soon as it is created (when even an inspect may not find
+    // it yet); it starts a moment later.
+    let running = ["ps", "-q", "--no-trunc", "--filter", "status=running", "--filter"];
+    let this_one = format!("id={replacement}");
+    wait_until(CONVERGE, "the replacement runs", || async {
+        let mut args = running.to_vec();
+        args.push(&this_one);
+        !deploy.docker.run(&args).await.is_empty()
+    })
+    .await;
     deploy.docker.run(&["exec", &replacement, "touch", "/tmp/ok"]).await;
     let out = tokio::time::timeout(Duration::from_secs(60), first.wait_with_output())
         .await

@@ -8,7 +8,8 @@
 //! previous one crashed, and in which phase.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -97,11 +98,13 @@ impl RolloutLock {
         self.rewrite(b"")
     }
 
+    /// Overwrites in place, then cuts what is left of a longer journal: a
+    /// second rollout reading the file meanwhile never finds it empty (as
+    /// it would between a truncate and the write).
     fn rewrite(&mut self, bytes: &[u8]) -> Result<(), LockError> {
         let result = (|| {
-            self.file.set_len(0)?;
-            self.file.seek(SeekFrom::Start(0))?;
-            self.file.write_all(bytes)?;
+            self.file.write_all_at(bytes, 0)?;
+            self.file.set_len(bytes.len() as u64)?;
             self.file.sync_data()
         })();
         result.map_err(|source| LockError::Io {

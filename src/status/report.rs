@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn reads_back_what_the_server_writes() {
-        let json = r#"{"docker": {"connected": true, "error": null}, "haproxy_running": true,
+        let json = r#"{"docker": {"connected": true, "error": null}, "haproxy_running": true, "haproxy": null,
             "services": [{"name": "web", "mode": "http", "hosts": [], "path": null, "listen": null,
                 "live_slot": "green", "preview_of": null, "servers": [{"name": "a-1", "container_id": "c1",
                 "container_name": "a", "image": "app:1", "address": "10.0.0.2", "port": 80, "weight": 100,
