@@ -353,16 +353,15 @@ async fn note(fault: Fault, teal: &Teal, markers: &[String], masters_before: &[i
 /// HAProxy's first alert in `message` without its pid and file path, or
 /// the message: the rest is teal's wording and "Fatal errors found".
 fn first_alert(message: &str) -> &str {
-    let Some((_, alert)) = message.split_once("[ALERT]") else {
-        return message;
+    let alert = match message.split_once("[ALERT]") {
+        Some((_, alert)) => alert.split("[ALERT]").next().unwrap_or(alert),
+        None => message,
     };
-    let alert = alert.split("[ALERT]").next().unwrap_or(alert);
     let alert = alert.split_once("config : ").map_or(alert, |(_, rest)| rest);
-    // `parsing [/tmp/.../haproxy.cfg.next:51] : ...`
-    let alert = alert.trim_start();
-    match alert.split_once(']') {
-        Some((place, rest)) if place.starts_with("parsing [") => rest.trim_start_matches([' ', ':']),
-        _ => alert,
+    // `parsing [/tmp/.../haproxy.cfg.next:51] : ...`, wherever it starts.
+    match alert.split_once("parsing [").and_then(|(_, rest)| rest.split_once(']')) {
+        Some((_, rest)) => rest.trim_start_matches([' ', ':']),
+        None => alert,
     }
     .trim()
 }
