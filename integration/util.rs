@@ -2,12 +2,13 @@
 //! deadline, skipping (never under CI), the test image, and finding
 //! processes a test left behind.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 /// The image every test container runs (built by scripts/build-test-images.sh).
@@ -24,10 +25,18 @@ pub fn unique_prefix() -> String {
     format!("tt{}n{}", std::process::id(), n)
 }
 
-/// A 127.0.0.1 port nobody listens on right now.
+/// A 127.0.0.1 port nobody listens on right now, and never handed out
+/// before in this test binary: the kernel may give a just-released port
+/// again, and a test's `--preview-bind` once got the harness's status port.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn free_addr() -> SocketAddr {

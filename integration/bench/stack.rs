@@ -1,9 +1,11 @@
 //! What a scenario runs: a `teal run` (or, for the naive baseline, a plain
 //! HAProxy) and the containers it creates, all removed on drop.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -12,10 +14,18 @@ use nix::unistd::Pid;
 /// The test image, which [`crate::app::IMAGE`] builds on.
 pub const IMAGE: &str = "teal-test-app:latest";
 
+/// A free 127.0.0.1 port, never one handed out before in this run (the
+/// kernel may give a just-released port again).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 /// Runs a command, returns its trimmed stdout; panics with stderr on failure.
