@@ -1,77 +1,70 @@
-//! Rollout progress on stdout. On a terminal: one line per replacement,
-//! redrawn in place. Elsewhere (a pipe, a CI log): a plain line each time a
-//! replacement's state changes.
+//! Rollout progress. On a terminal (stderr): one live line per
+//! replacement, drawn by indicatif. Elsewhere (a pipe, a CI log): a plain
+//! line on stdout each time a replacement's state changes.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
 pub struct Progress {
-    tty: bool,
     rows: Vec<Row>,
-    /// Row lines currently on the terminal, below the cursor's start.
-    drawn: usize,
+    /// `None` when stderr is not a terminal.
+    bars: Option<MultiProgress>,
 }
 
 struct Row {
     label: String,
     state: String,
-    elapsed: Duration,
+    bar: Option<ProgressBar>,
 }
 
 impl Progress {
     pub fn new(labels: Vec<String>) -> Self {
+        let bars = std::io::stderr()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         let width = labels.iter().map(String::len).max().unwrap_or(0);
-        Self {
-            tty: std::io::stdout().is_terminal(),
-            rows: labels
-                .into_iter()
-                .map(|label| Row {
-                    label: format!("{label:width$}"),
-                    state: String::new(),
-                    elapsed: Duration::ZERO,
-                })
-                .collect(),
-            drawn: 0,
-        }
+        let style = ProgressStyle::with_template(&format!("  {{prefix:{width}}}  {{spinner}} {{msg:40}} {{secs:>6}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key("secs", |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&seconds(state.elapsed()));
+            });
+        let rows = labels
+            .into_iter()
+            .map(|label| Row {
+                bar: bars.as_ref().map(|bars| {
+                    let bar = bars.add(ProgressBar::new_spinner().with_style(style.clone()));
+                    bar.set_prefix(label.clone());
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    bar
+                }),
+                label,
+                state: String::new(),
+            })
+            .collect();
+        Self { rows, bars }
     }
 
     /// Sets row `i`; a plain line is printed only when the state changed.
     pub fn update(&mut self, i: usize, state: &str, elapsed: Duration) {
         let Some(row) = self.rows.get_mut(i) else { return };
-        let changed = row.state != state;
-        row.state = state.to_owned();
-        row.elapsed = elapsed;
-        if !self.tty && changed {
-            println!("  {}  {state} ({})", row.label.trim_end(), seconds(elapsed));
-        }
-    }
-
-    /// Redraws the rows on a terminal; nothing elsewhere.
-    pub fn draw(&mut self) {
-        if !self.tty {
+        if row.state == state {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        if self.drawn > 0 {
-            let _ = write!(out, "\x1b[{}A", self.drawn);
+        row.state = state.to_owned();
+        match &row.bar {
+            Some(bar) => bar.set_message(state.to_owned()),
+            None => println!("  {}  {state} ({})", row.label, seconds(elapsed)),
         }
-        for row in &self.rows {
-            let _ = writeln!(
-                out,
-                "\r\x1b[2K  {}  {:<40} {:>6}",
-                row.label,
-                row.state,
-                seconds(row.elapsed)
-            );
-        }
-        let _ = out.flush();
-        self.drawn = self.rows.len();
     }
 
-    /// Leaves the rows as they are and moves on: what follows prints below.
-    pub fn finish(&mut self) {
-        self.draw();
-        self.drawn = 0;
+    /// Leaves the lines as they are: what follows prints below.
+    pub fn finish(self) {
+        for bar in self.rows.iter().filter_map(|r| r.bar.as_ref()) {
+            bar.finish();
+        }
+        drop(self.bars);
     }
 }
 

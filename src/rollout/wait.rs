@@ -89,7 +89,6 @@ pub async fn until_up(
                 }
             }
         }
-        progress.draw();
         if let Some(failure) = failure {
             break Err(failure);
         }
