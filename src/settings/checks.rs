@@ -53,7 +53,7 @@ pub(super) fn config_file(path: &Path) -> Result<(), SettingsError> {
 }
 
 /// The daemon address teal dials: `--docker-host`, else `DOCKER_HOST`
-/// (unset: the local socket), refused unless bollard, as built here (no
+/// (unset: the local socket), refused unless teal's Docker client (no
 /// TLS, no SSH), can dial it.
 pub(super) fn docker_host(flag: Option<String>) -> Result<Option<String>, SettingsError> {
     let env = std::env::var("DOCKER_HOST").ok();
