@@ -258,6 +258,7 @@ fn plan_snapshot(servers: &[(&str, u8, u16, teal::model::ServerState)]) -> teal:
                 interval_ms: 500,
             },
             https_redirect: false,
+            hold: None,
             servers,
             slots: None,
         }],
@@ -285,6 +286,8 @@ impl RealHaproxy {
         let admin_socket = dir.path().join("haproxy.sock");
         let state_file = dir.path().join("server-state");
         std::fs::write(&state_file, "").expect("state file");
+        let hold_script = dir.path().join("hold.lua");
+        std::fs::write(&hold_script, teal::render::HOLD_SCRIPT).expect("hold script");
         let settings = teal::render::ContextSettings {
             http_bind: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             preview_bind: None,
@@ -292,6 +295,7 @@ impl RealHaproxy {
             server_state_file: state_file.display().to_string(),
             label_prefix: "teal".into(),
             tls: None,
+            hold: teal::render::HoldSettings::new(&hold_script, std::time::Duration::from_secs(15)),
         };
         let text = teal::render::Renderer::new(teal::render::DEFAULT_TEMPLATE)
             .unwrap()

@@ -10,7 +10,7 @@ use crate::apply::{self, Applier, Supervisor};
 use crate::docker::{self, Watcher};
 use crate::model_owner::{scope, ModelOwner};
 use crate::reconcile::{ApplyOutputs, Driver, Events, Isolation, Rendering};
-use crate::render::{ContextSettings, Renderer};
+use crate::render::{ContextSettings, Renderer, HOLD_SCRIPT};
 use crate::settings::{ReloadMode, Settings};
 use crate::slots::LiveSlots;
 use crate::status::{self, DockerStatus, Metrics, StatusSources};
@@ -28,6 +28,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if !state_file.exists() {
         apply::write_atomic(&state_file, b"")?;
     }
+    // Every config loads it; this binary's version replaces an older one.
+    apply::write_atomic(&settings.hold_script(), HOLD_SCRIPT.as_bytes())?;
     // Fail fast on a template that does not parse: nothing good came before it.
     let rendering = Rendering::new(
         Renderer::load(settings.template.as_deref())?,

@@ -10,11 +10,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration::parse_duration;
-use crate::model::labels::{ServiceName, Slot};
+use crate::model::labels::{parse_hold, ServiceName, Slot};
 use crate::settings::{
     parse_certs_dir, parse_label_prefix, BindAddr, ReloadMode, SwarmMode, DEFAULT_CONFIG, DEFAULT_DEBOUNCE,
-    DEFAULT_HAPROXY, DEFAULT_HTTPS_BIND, DEFAULT_HTTP_BIND, DEFAULT_LABEL_PREFIX, DEFAULT_RELOAD, DEFAULT_STATE_DIR,
-    DEFAULT_STATUS_BIND,
+    DEFAULT_HAPROXY, DEFAULT_HOLD, DEFAULT_HTTPS_BIND, DEFAULT_HTTP_BIND, DEFAULT_LABEL_PREFIX, DEFAULT_RELOAD,
+    DEFAULT_STATE_DIR, DEFAULT_STATUS_BIND,
 };
 
 #[derive(Debug, Parser)]
@@ -204,6 +204,11 @@ pub struct ShapeArgs {
     /// Address of the HTTPS side of the shared frontend; used only with --certs.
     #[arg(long, env = "TEAL_HTTPS_BIND", default_value = DEFAULT_HTTPS_BIND)]
     pub https_bind: BindAddr,
+
+    /// How long a request waits while its service has no ready server (being replaced, restarting), then a 503
+    /// with Retry-After; 0 turns holding off (at most 30s; the PREFIX.hold label overrides it per service).
+    #[arg(long, env = "TEAL_HOLD", default_value = DEFAULT_HOLD, value_parser = parse_hold)]
+    pub hold: Duration,
 }
 
 /// Which Docker daemon, and which of its containers.

@@ -3,7 +3,7 @@
 use crate::apply;
 use crate::docker;
 use crate::model::{ContainerUpdate, Inventory, Snapshot};
-use crate::render::{Context, ContextSettings, Renderer};
+use crate::render::{Context, ContextSettings, Renderer, HOLD_SCRIPT};
 use crate::settings::{Settings, StatusSettings};
 use crate::status;
 
@@ -43,10 +43,15 @@ pub async fn render(settings: Settings, context: bool) -> anyhow::Result<()> {
 /// `teal check`: render and validate with `haproxy -c`.
 pub async fn check(settings: Settings) -> anyhow::Result<()> {
     let snapshot = discover(&settings).await?;
-    let context_settings = ContextSettings::new(&settings)?;
-    let text = Renderer::load(settings.template.as_deref())?.render(&Context::new(&context_settings, &snapshot))?;
     // Removed when dropped, whatever happens.
     let dir = tempfile::Builder::new().prefix("teal-check-").tempdir()?;
+    // HAProxy loads the hold script while checking: from here, so that
+    // checking needs no writable --state-dir.
+    let mut context_settings = ContextSettings::new(&settings)?;
+    let script = dir.path().join("hold.lua");
+    apply::write_atomic(&script, HOLD_SCRIPT.as_bytes())?;
+    context_settings.hold.script = script.display().to_string();
+    let text = Renderer::load(settings.template.as_deref())?.render(&Context::new(&context_settings, &snapshot))?;
     let path = dir.path().join("haproxy.cfg");
     apply::write_atomic(&path, text.as_bytes())?;
     apply::validate(&settings.haproxy, &path).await?;

@@ -129,6 +129,8 @@ pub struct Settings {
     pub https_bind: BindAddr,
     pub status_bind: SocketAddr,
     pub debounce: Duration,
+    /// `--hold`: how long a request waits while its service has no ready server.
+    pub hold: Duration,
 }
 
 // The defaults, as `--help` shows them.
@@ -141,6 +143,7 @@ pub const DEFAULT_HTTP_BIND: &str = ":80";
 pub const DEFAULT_HTTPS_BIND: &str = ":443";
 pub const DEFAULT_STATUS_BIND: &str = "127.0.0.1:9180";
 pub const DEFAULT_DEBOUNCE: &str = "50ms";
+pub const DEFAULT_HOLD: &str = "15s";
 
 /// What `teal run` does without flags or `TEAL_*` environment (tests start
 /// from it and set what they need).
@@ -162,6 +165,7 @@ impl Default for Settings {
             https_bind: default_bind(DEFAULT_HTTPS_BIND),
             status_bind: DEFAULT_STATUS_BIND.parse().expect("the default status address parses"),
             debounce: parse_duration(DEFAULT_DEBOUNCE).expect("the default debounce parses"),
+            hold: parse_duration(DEFAULT_HOLD).expect("the default hold parses"),
         }
     }
 }
@@ -213,6 +217,7 @@ impl Settings {
             certs: args.certs,
             https_bind: args.https_bind,
             status_bind: args.status.status_bind,
+            hold: args.hold,
             ..Self::default()
         })
     }
@@ -250,6 +255,12 @@ impl Settings {
     /// back a server that is down or draining as UP.
     pub fn server_state_file(&self) -> PathBuf {
         self.state_dir.join("server-state")
+    }
+
+    /// The Lua action that holds requests while a service has no ready
+    /// server, written here by `run` and `check` (HAProxy loads it).
+    pub fn hold_script(&self) -> PathBuf {
+        self.state_dir.join("hold.lua")
     }
 }
 

@@ -193,6 +193,9 @@ pub struct ServiceLabels {
     pub weight: u16,
     pub balance: Balance,
     pub maxconn: Option<u32>,
+    /// How long a request waits while no server is ready (`0`: not at all);
+    /// `None`: `--hold`.
+    pub hold: Option<Duration>,
     pub slot: Option<Slot>,
     /// Plain-HTTP requests for this service are redirected to HTTPS (only
     /// when teal terminates TLS, `--certs`).
@@ -239,6 +242,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> Result<Option<Se
         weight: reader.get("weight", parse_weight)?.unwrap_or(DEFAULT_WEIGHT),
         balance: reader.get("balance", parse_balance)?.unwrap_or(Balance::Roundrobin),
         maxconn: reader.get("maxconn", parse_maxconn)?,
+        hold: reader.get("hold", parse_hold)?,
         slot: reader.get("slot", str::parse)?,
         https_redirect: reader.get("https-redirect", parse_bool)?.unwrap_or(false),
     }))
@@ -327,6 +331,18 @@ fn parse_check_interval(value: &str) -> Result<Duration, String> {
         return Err("must be between 100ms and 1h".into());
     }
     Ok(interval)
+}
+
+/// Longer than 30 s would outlast HAProxy's `timeout client` and the
+/// `hard-stop-after` that ends an old worker still holding requests.
+pub const MAX_HOLD: Duration = Duration::from_secs(30);
+
+pub fn parse_hold(value: &str) -> Result<Duration, String> {
+    let hold = parse_duration(value)?;
+    if hold > MAX_HOLD {
+        return Err("must be at most 30s (0 turns holding off)".into());
+    }
+    Ok(hold)
 }
 
 fn parse_weight(value: &str) -> Result<u16, String> {

@@ -72,6 +72,9 @@ pub struct Service {
     pub health: HealthCheck,
     /// Plain-HTTP requests are redirected to HTTPS (when teal terminates TLS).
     pub https_redirect: bool,
+    /// `teal.hold`: how long a request waits while no server is ready;
+    /// `None`: `--hold`.
+    pub hold: Option<std::time::Duration>,
     /// Empty when every container of the service is left out for a reason
     /// other than its labels (no reachable address): HAProxy answers 503.
     pub servers: Vec<Server>,
@@ -153,6 +156,7 @@ pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bo
                 balance: newest.balance,
                 health: newest.health.clone(),
                 https_redirect: newest.https_redirect,
+                hold: newest.hold,
                 servers,
                 slots: None,
             },

@@ -171,6 +171,7 @@ fn service(name: &str) -> Service {
             interval_ms: 500,
         },
         https_redirect: false,
+        hold: None,
         servers: Vec::new(),
         slots: None,
     }

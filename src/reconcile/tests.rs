@@ -13,6 +13,7 @@ pub(crate) fn context_settings() -> ContextSettings {
         server_state_file: "/var/lib/teal/server-state".into(),
         label_prefix: "teal".into(),
         tls: None,
+        hold: crate::render::HoldSettings::new("/var/lib/teal/hold.lua".as_ref(), std::time::Duration::from_secs(15)),
     }
 }
 

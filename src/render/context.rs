@@ -23,7 +23,39 @@ pub struct ContextSettings {
     pub label_prefix: String,
     /// TLS termination on the shared frontend; `None` without `--certs`.
     pub tls: Option<TlsSettings>,
+    /// Holding requests while a service has no ready server.
+    pub hold: HoldSettings,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoldSettings {
+    /// The Lua action teal writes in `--state-dir` (`lua-load` it).
+    pub script: String,
+    /// `--hold` in milliseconds: the bound of a service without `teal.hold`.
+    pub default_ms: u64,
+    /// Requests one service may hold at once; more get the 503 at once.
+    pub max_held: u32,
+    /// Seconds in the `Retry-After` of the 503 once the hold is over.
+    pub retry_after: u32,
+}
+
+impl HoldSettings {
+    /// The hold script at `script`, `default` for services without `teal.hold`.
+    pub fn new(script: &Path, default: std::time::Duration) -> Self {
+        Self {
+            script: script.display().to_string(),
+            default_ms: default.as_millis() as u64,
+            max_held: MAX_HELD_PER_SERVICE,
+            retry_after: RETRY_AFTER_SECS,
+        }
+    }
+}
+
+/// Bounds what a service that never comes back can pile up: held requests
+/// are open connections (and a small Lua coroutine each).
+pub const MAX_HELD_PER_SERVICE: u32 = 1000;
+/// A client told to retry comes back when a deploy has usually finished.
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsSettings {
@@ -72,6 +104,7 @@ impl ContextSettings {
             server_state_file: settings.server_state_file().display().to_string(),
             label_prefix: settings.label_prefix.clone(),
             tls,
+            hold: HoldSettings::new(&settings.hold_script(), settings.hold),
         })
     }
 
@@ -107,6 +140,9 @@ pub struct ContextService<'a> {
     /// The options for the backend's `default-server` line, the same that
     /// `add server` sends.
     pub server_defaults: ServerDefaults,
+    /// How long a request waits while no server is ready: `teal.hold`, else
+    /// `--hold`; 0: a 503 at once.
+    pub hold_ms: u64,
     pub servers: Vec<ContextServer<'a>>,
 }
 
@@ -135,6 +171,9 @@ impl<'a> ContextService<'a> {
             https_redirect: service.https_redirect,
             slots: service.slots.as_ref(),
             server_defaults: ServerDefaults::of(service),
+            hold_ms: service
+                .hold
+                .map_or(settings.hold.default_ms, |hold| hold.as_millis() as u64),
             servers: service
                 .servers
                 .iter()

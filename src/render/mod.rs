@@ -9,11 +9,15 @@ use std::path::Path;
 use handlebars::Handlebars;
 use sha2::{Digest, Sha256};
 
-pub use context::{Context, ContextSettings};
+pub use context::{Context, ContextSettings, HoldSettings, MAX_HELD_PER_SERVICE};
 pub use server_options::{config_weight, ServerDefaults};
 
 /// The template shipped in `haproxy/`, used when `--template` is not given.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../haproxy/haproxy.cfg.hbs");
+
+/// The Lua action the default template's hold rule calls, written to
+/// `--state-dir` by `run` and `check`.
+pub const HOLD_SCRIPT: &str = include_str!("../../haproxy/hold.lua");
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

@@ -34,7 +34,17 @@ pub(super) fn haproxy_check(text: &str) -> Option<Result<(), String>> {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("haproxy.cfg");
-    std::fs::write(&path, text).expect("write config");
+    // The config names the hold script in --state-dir: load it from here.
+    let script = dir.path().join("hold.lua");
+    std::fs::write(&script, super::HOLD_SCRIPT).expect("write hold script");
+    let loadable: String = text
+        .lines()
+        .map(|line| match line.trim_start().starts_with("lua-load ") {
+            true => format!("    lua-load {}\n", script.display()),
+            false => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(&path, loadable).expect("write config");
     let out = std::process::Command::new(HAPROXY)
         .args(["-c", "-q", "-f"])
         .arg(&path)
