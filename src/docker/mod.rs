@@ -184,7 +184,8 @@ impl Watcher {
             "kill" if is_stop_request(event) => Some(ContainerUpdate::Drain(id)),
             // A reload request (SIGHUP, USR1...).
             "kill" => None,
-            "die" | "stop" | "destroy" => Some(ContainerUpdate::Remove(id)),
+            "die" | "stop" => Some(ContainerUpdate::Stopped(id)),
+            "destroy" => Some(ContainerUpdate::Remove(id)),
             // Gone, or not ours (a network event about any container): a
             // Remove of an id the model does not know changes nothing.
             _ => match inspect(docker, networks, &self.label_prefix, &id.0).await? {

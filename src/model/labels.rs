@@ -418,6 +418,7 @@ mod tests {
             ("teal.balance", "leastconn"),
             ("teal.maxconn", "50"),
             ("teal.slot", "green"),
+            ("teal.hold", "20s"),
             ("teal.network", "front_net"),
             ("teal.https-redirect", "true"),
         ]);
@@ -429,6 +430,28 @@ mod tests {
         assert_eq!((parsed.weight, parsed.maxconn), (0, Some(50)));
         assert_eq!(parsed.slot, Some(Slot::Green));
         assert!(parsed.https_redirect);
+        assert_eq!(parsed.hold, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn hold_is_a_bounded_duration_and_0_is_off() {
+        let hold = |value: &str| {
+            parse("teal", &labels(&[("teal.service", "web"), ("teal.hold", value)])).map(|l| l.unwrap().hold)
+        };
+        assert_eq!(hold("0").unwrap(), Some(Duration::ZERO));
+        assert_eq!(hold("2500").unwrap(), Some(Duration::from_millis(2500)));
+        assert_eq!(hold("30s").unwrap(), Some(Duration::from_secs(30)));
+        for bad in ["31s", "1m", "soon", "-1"] {
+            let error = hold(bad).unwrap_err().to_string();
+            assert!(error.contains("teal.hold"), "{bad}: {error}");
+        }
+        assert_eq!(
+            parse("teal", &labels(&[("teal.service", "web")]))
+                .unwrap()
+                .unwrap()
+                .hold,
+            None
+        );
     }
 
     #[test]

@@ -97,7 +97,11 @@ pub enum ContainerUpdate {
     Upsert(ContainerFacts),
     /// Docker is stopping it (the `kill` event of `docker stop`): no new requests.
     Drain(ContainerId),
-    /// Gone: died, stopped or destroyed.
+    /// Its process ended (died or stopped) but the container still exists:
+    /// no server, but its service stays, so requests are held until a
+    /// replacement (or the same container, restarted) is ready.
+    Stopped(ContainerId),
+    /// Gone: destroyed (or no longer ours).
     Remove(ContainerId),
 }
 
@@ -119,10 +123,13 @@ pub struct Scope {
 struct Tracked {
     facts: ContainerFacts,
     draining: bool,
+    /// Not running any more, still there: keeps its service, not a server.
+    stopped: bool,
     source: Source,
 }
 
-/// Every running container that carries the service label, by id.
+/// Every container that carries the service label, by id: running ones,
+/// and ones seen to stop since the last listing (until destroyed).
 #[derive(Debug, Default)]
 pub struct Inventory {
     containers: BTreeMap<ContainerId, Tracked>,
@@ -139,7 +146,16 @@ impl Inventory {
             ContainerUpdate::Resync(all) => self.resync(Source::Containers, all),
             ContainerUpdate::SwarmResync(all) => self.resync(Source::Swarm, all),
             ContainerUpdate::Upsert(facts) if self.owned_by_swarm(&facts.id) => false,
-            ContainerUpdate::Upsert(facts) if !facts.running => self.containers.remove(&facts.id).is_some(),
+            ContainerUpdate::Upsert(facts) if !facts.running => match self.containers.get_mut(&facts.id) {
+                Some(t) => {
+                    let changed = !t.stopped || t.facts != facts;
+                    t.facts = facts;
+                    t.stopped = true;
+                    t.draining = false;
+                    changed
+                }
+                None => false,
+            },
             ContainerUpdate::Upsert(facts) => {
                 let draining = self
                     .containers
@@ -148,12 +164,13 @@ impl Inventory {
                 let next = Tracked {
                     facts,
                     draining,
+                    stopped: false,
                     source: Source::Containers,
                 };
                 let changed = self
                     .containers
                     .get(&next.facts.id)
-                    .is_none_or(|t| t.facts != next.facts || t.draining != next.draining);
+                    .is_none_or(|t| t.facts != next.facts || t.draining != next.draining || t.stopped);
                 self.containers.insert(next.facts.id.clone(), next);
                 changed
             }
@@ -162,6 +179,15 @@ impl Inventory {
                     t.draining = true;
                     true
                 }
+                _ => false,
+            },
+            ContainerUpdate::Stopped(id) => match self.containers.get_mut(&id) {
+                Some(t) if !t.stopped && t.source == Source::Containers => {
+                    t.stopped = true;
+                    t.draining = false;
+                    true
+                }
+                Some(t) if t.source == Source::Swarm => self.containers.remove(&id).is_some(),
                 _ => false,
             },
             ContainerUpdate::Remove(id) => self.containers.remove(&id).is_some(),
@@ -191,6 +217,7 @@ impl Inventory {
                 Tracked {
                     facts,
                     draining,
+                    stopped: false,
                     source,
                 },
             );
@@ -216,14 +243,18 @@ impl Inventory {
                 .any(|label| t.facts.labels.get(*label) == Some(project)),
             None => true,
         });
-        snapshot::build(in_scope.map(|t| (&t.facts, t.draining)), scope)
+        snapshot::build(in_scope.map(|t| (&t.facts, t.draining, t.stopped)), scope)
     }
 }
 
 fn same_contents(a: &BTreeMap<ContainerId, Tracked>, b: &BTreeMap<ContainerId, Tracked>) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|((ka, va), (kb, vb))| {
-            ka == kb && va.facts == vb.facts && va.draining == vb.draining && va.source == vb.source
+            ka == kb
+                && va.facts == vb.facts
+                && va.draining == vb.draining
+                && va.stopped == vb.stopped
+                && va.source == vb.source
         })
 }
 

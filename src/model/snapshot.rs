@@ -109,13 +109,16 @@ pub struct Snapshot {
     pub excluded: Vec<Excluded>,
 }
 
-pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bool)>, scope: &Scope) -> Snapshot {
+/// `containers`: each with whether it is draining and whether it stopped.
+pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bool, bool)>, scope: &Scope) -> Snapshot {
     // A member without a server is a container whose labels are fine but
     // that HAProxy cannot reach: it keeps its service (and routes) alive, so
     // requests get a 503 rather than another service's answer or a 404.
     let mut by_service: BTreeMap<ServiceName, Vec<Member>> = BTreeMap::new();
     let mut excluded = Vec::new();
-    for (facts, draining) in containers {
+    // A stopped container is a member without a server too, for as long as
+    // it exists: its service is between containers, and requests are held.
+    for (facts, draining, stopped) in containers {
         let parsed = match labels::parse(&scope.label_prefix, &facts.labels) {
             Ok(Some(parsed)) => parsed,
             Ok(None) => continue,
@@ -125,6 +128,7 @@ pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bo
             }
         };
         let server = match server(facts, &parsed, draining, scope) {
+            _ if stopped => None,
             Ok(server) => Some(server),
             Err(reason) => {
                 excluded.push(exclude(facts, reason));

@@ -75,8 +75,47 @@ fn drain_lasts_until_the_container_restarts_or_goes() {
     };
     inv.apply(ContainerUpdate::Upsert(restarted));
     assert_eq!(only_server(&inv).state, ServerState::Ready);
-    inv.apply(ContainerUpdate::Upsert(ContainerFacts { running: false, ..a }));
+    inv.apply(ContainerUpdate::Upsert(ContainerFacts {
+        running: false,
+        ..a.clone()
+    }));
+    assert!(inv.snapshot(&scope()).services[0].servers.is_empty());
+    inv.apply(ContainerUpdate::Remove(a.id));
     assert!(inv.snapshot(&scope()).services.is_empty());
+}
+
+/// `docker restart`, `docker-compose up -d` (stop, then create and start a
+/// replacement): the service stays, without a server, so HAProxy holds its
+/// requests instead of answering 404.
+#[test]
+fn a_stopped_container_keeps_its_service_until_destroyed() {
+    let mut inv = Inventory::default();
+    let old = facts("a", "web", "10.0.0.2");
+    inv.apply(ContainerUpdate::Upsert(old.clone()));
+    inv.apply(ContainerUpdate::Drain(old.id.clone()));
+    assert!(inv.apply(ContainerUpdate::Stopped(old.id.clone())));
+    assert!(!inv.apply(ContainerUpdate::Stopped(old.id.clone())));
+    let snapshot = inv.snapshot(&scope());
+    assert_eq!(snapshot.services[0].name.to_string(), "web");
+    assert!(snapshot.services[0].servers.is_empty());
+    assert!(
+        snapshot.excluded.is_empty(),
+        "a stopped container is not left out: {snapshot:?}"
+    );
+    // Restarted: routed again, not draining.
+    inv.apply(ContainerUpdate::Upsert(ContainerFacts {
+        started_at: "later".into(),
+        ..old.clone()
+    }));
+    assert_eq!(only_server(&inv).state, ServerState::Ready);
+    // Replaced: the new container is the one server while the old one lingers.
+    inv.apply(ContainerUpdate::Stopped(old.id.clone()));
+    inv.apply(ContainerUpdate::Upsert(facts("b", "web", "10.0.0.3")));
+    assert_eq!(only_server(&inv).address.to_string(), "10.0.0.3");
+    inv.apply(ContainerUpdate::Remove(old.id));
+    assert_eq!(only_server(&inv).address.to_string(), "10.0.0.3");
+    // A stop of a container teal never saw running adds nothing.
+    assert!(!inv.apply(ContainerUpdate::Stopped(ContainerId("zz".into()))));
 }
 
 #[test]

@@ -53,6 +53,58 @@ fn a_catch_all_service_is_the_default_backend() {
 }
 
 #[test]
+fn a_service_without_a_ready_server_holds_requests_then_answers_503() {
+    let text = render(vec![
+        facts("a", "web", "10.0.0.2"),
+        with(
+            facts("b", "fast", "10.0.0.3"),
+            &[("hold", "0"), ("host", "fast.example")],
+        ),
+        with(
+            facts("c", "slow", "10.0.0.4"),
+            &[("hold", "30s"), ("host", "slow.example")],
+        ),
+        with(facts("d", "db", "10.0.0.5"), &[("mode", "tcp"), ("listen", "5432")]),
+    ]);
+    assert!(text.contains("lua-load /run/t/hold.lua"), "{text}");
+    // --hold (15 s by default), teal.hold, and none for teal.hold=0 and tcp.
+    assert_eq!(
+        lines_with(&text, "lua.teal_hold"),
+        [
+            "http-request lua.teal_hold 30000 1000 if { nbsrv eq 0 }",
+            "http-request lua.teal_hold 15000 1000 if { nbsrv eq 0 }",
+        ]
+    );
+    let answers = lines_with(&text, "http-request return status 503");
+    assert_eq!(answers.len(), 3, "every http backend answers 503 itself: {answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|l| l.ends_with("hdr Retry-After 5 if { nbsrv eq 0 }")),
+        "{answers:?}"
+    );
+}
+
+#[test]
+fn the_hold_flag_sets_the_default_bound() {
+    let mut inventory = Inventory::default();
+    inventory.apply(ContainerUpdate::Resync(vec![facts("a", "web", "10.0.0.2")]));
+    let settings = Settings {
+        hold: std::time::Duration::from_millis(2500),
+        ..Settings::default()
+    };
+    let settings = ContextSettings::new(&settings).expect("settings");
+    let text = Renderer::new(DEFAULT_TEMPLATE)
+        .unwrap()
+        .render(&Context::new(&settings, &inventory.snapshot(&scope())))
+        .unwrap();
+    assert_eq!(
+        lines_with(&text, "lua.teal_hold"),
+        ["http-request lua.teal_hold 2500 1000 if { nbsrv eq 0 }"]
+    );
+}
+
+#[test]
 fn no_service_means_404_for_everything() {
     let text = render_snapshot(&Snapshot::default());
     assert_eq!(lines_with(&text, "default_backend"), ["default_backend teal_not_found"]);
