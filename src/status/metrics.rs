@@ -7,6 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use std::collections::HashMap;
+
+use super::held::HeldRequests;
 use crate::model::Snapshot;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -17,6 +20,18 @@ pub struct ResultLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
     pub action: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    pub service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldLabels {
+    pub service: String,
+    /// released (a server came), expired (the bound passed), refused (too many held).
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +58,9 @@ pub struct Metrics {
     pub haproxy_running: Gauge,
     pub services_refused: Gauge,
     pub certificates_refused: Gauge,
+    /// As HAProxy's running worker counts them, read at each scrape.
+    pub requests_holding: Family<ServiceLabel, Gauge>,
+    pub requests_held: Family<HeldLabels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -69,6 +87,8 @@ impl Default for Metrics {
             haproxy_running: Gauge::default(),
             services_refused: Gauge::default(),
             certificates_refused: Gauge::default(),
+            requests_holding: Family::default(),
+            requests_held: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -142,6 +162,17 @@ impl Default for Metrics {
             "Files of --certs HAProxy cannot load, left out",
             metrics.certificates_refused.clone(),
         );
+        r.register(
+            "requests_holding",
+            "Requests waiting now for a server of their service (none was ready)",
+            metrics.requests_holding.clone(),
+        );
+        r.register(
+            "held_requests",
+            "Requests that waited for a server, by outcome; counted by the running HAProxy worker, so a reload \
+             starts them again at 0",
+            metrics.requests_held.clone(),
+        );
         metrics
     }
 }
@@ -152,6 +183,34 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Sets the held-request metrics to the hold script's counts.
+    pub fn observe_held(&self, held: &HashMap<String, HeldRequests>) {
+        self.requests_holding.clear();
+        self.requests_held.clear();
+        for (service, counts) in held {
+            let service = service.clone();
+            self.requests_holding
+                .get_or_create(&ServiceLabel {
+                    service: service.clone(),
+                })
+                .set(counts.holding as i64);
+            for (outcome, value) in [
+                ("released", counts.released),
+                ("expired", counts.expired),
+                ("refused", counts.refused),
+            ] {
+                let labels = HeldLabels {
+                    service: service.clone(),
+                    outcome,
+                };
+                self.requests_held
+                    .get_or_create(&labels)
+                    .inner()
+                    .store(value, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     pub fn observe_snapshot(&self, snapshot: &Snapshot) {
@@ -182,5 +241,28 @@ mod tests {
         assert!(text.contains("teal_reloads_total{result=\"ok\"} 1"), "{text}");
         assert!(text.contains("teal_docker_connected 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn held_requests_are_the_scripts_counts() {
+        let metrics = Metrics::default();
+        let counts = HeldRequests {
+            holding: 3,
+            held: 12,
+            released: 8,
+            expired: 1,
+            refused: 2,
+        };
+        metrics.observe_held(&HashMap::from([("web".to_owned(), counts)]));
+        let text = metrics.encode();
+        assert!(text.contains("teal_requests_holding{service=\"web\"} 3"), "{text}");
+        assert!(
+            text.contains("teal_held_requests_total{service=\"web\",outcome=\"released\"} 8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("teal_held_requests_total{service=\"web\",outcome=\"refused\"} 2"),
+            "{text}"
+        );
     }
 }

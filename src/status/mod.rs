@@ -8,10 +8,12 @@
 //! each server is asked of its admin socket per request.
 
 mod client;
+mod held;
 mod metrics;
 mod report;
 mod table;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,6 +29,7 @@ use crate::apply::admin_command;
 use crate::model::Snapshot;
 
 pub use client::fetch;
+pub use held::{parse_held, HeldRequests};
 pub use metrics::{ActionLabel, Metrics, ResultLabel};
 pub use report::{
     parse_servers_state, ApplyRecord, DockerStatus, ExcludedStatus, HaproxyExit, HaproxyProcess, HaproxyState,
@@ -54,6 +57,12 @@ impl StatusSources {
         Some(parse_servers_state(&answer))
     }
 
+    /// The hold script's counts, by backend; `None` when HAProxy does not answer.
+    async fn held_requests(&self) -> Option<HashMap<String, HeldRequests>> {
+        let answer = admin_command(&self.admin_socket, "teal held").await.ok()?;
+        Some(parse_held(&answer))
+    }
+
     pub async fn report(&self) -> StatusReport {
         let snapshot = self.snapshots.borrow().clone().unwrap_or_default();
         let docker = self.docker.borrow().clone();
@@ -63,6 +72,11 @@ impl StatusSources {
         let mut report = StatusReport::new(&snapshot, docker, self.haproxy_states().await.as_ref(), last_reload);
         report.haproxy = self.haproxy.as_ref().map(|h| h.borrow().clone());
         report.refused = refused;
+        if let Some(held) = self.held_requests().await {
+            for service in report.services.iter_mut().filter(|s| s.mode == "http") {
+                service.held = Some(held.get(&service.name).copied().unwrap_or_default());
+            }
+        }
         report
     }
 
@@ -151,6 +165,9 @@ async fn status(State(sources): State<StatusSources>) -> Json<StatusReport> {
 }
 
 async fn metrics(State(sources): State<StatusSources>) -> Response {
+    if let Some(held) = sources.held_requests().await {
+        sources.metrics.observe_held(&held);
+    }
     (
         [(
             header::CONTENT_TYPE,

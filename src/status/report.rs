@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::held::HeldRequests;
 use crate::isolate::Refusals;
 use crate::model::labels::{Mode, Slot};
 use crate::model::{ServerState, Snapshot};
@@ -135,6 +136,10 @@ pub struct ServiceStatus {
     /// Set on a `<service>_preview` backend: the service it previews.
     pub preview_of: Option<String>,
     pub servers: Vec<ServerStatus>,
+    /// Requests held while no server was ready (http services, as HAProxy's
+    /// running worker counts them); `None` when HAProxy does not answer.
+    #[serde(default)]
+    pub held: Option<HeldRequests>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,6 +209,7 @@ impl StatusReport {
                             .cloned(),
                     })
                     .collect(),
+                held: None,
             })
             .collect();
         let excluded = snapshot

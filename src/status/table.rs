@@ -163,6 +163,7 @@ mod tests {
                     slot: None,
                     haproxy: Some(HaproxyState::Up),
                 }],
+                held: None,
             }],
             excluded: vec![ExcludedStatus {
                 container_id: "1234".into(),
