@@ -23,6 +23,7 @@ mod dataplane;
 mod discovery;
 mod examples;
 mod health;
+mod hold;
 mod isolation;
 mod labels;
 mod reconnect;

@@ -163,6 +163,9 @@ impl TealBuilder {
         // Through the env twin: an older build without the flag ignores it,
         // and parallel tests never fight over the default 127.0.0.1:9180.
         cmd.env("TEAL_STATUS_BIND", status.to_string())
+            // A service with nothing ready answers 503 at once, as the tests
+            // that wait for one expect; the hold tests pass --hold.
+            .env("TEAL_HOLD", "0")
             .env("TEAL_LOG", "info,teal=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
