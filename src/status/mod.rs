@@ -73,7 +73,11 @@ impl StatusSources {
         report.haproxy = self.haproxy.as_ref().map(|h| h.borrow().clone());
         report.refused = refused;
         if let Some(held) = self.held_requests().await {
-            for service in report.services.iter_mut().filter(|s| s.mode == "http") {
+            for service in report
+                .services
+                .iter_mut()
+                .filter(|s| s.mode == crate::model::labels::Mode::Http)
+            {
                 service.held = Some(held.get(&service.name).copied().unwrap_or_default());
             }
         }

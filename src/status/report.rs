@@ -138,7 +138,7 @@ pub struct ServiceStatus {
     pub servers: Vec<ServerStatus>,
     /// Requests held while no server was ready (http services, as HAProxy's
     /// running worker counts them); `None` when HAProxy does not answer.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldRequests>,
 }
 
