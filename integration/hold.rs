@@ -161,8 +161,10 @@ async fn without_a_ready_server_a_503_with_retry_after_at_once_or_past_the_bound
         let response = http::get(teal.http, &host, "/").await.expect("an answer");
         (response, start.elapsed())
     };
-    wait_until(CONVERGE, "teal.hold=0 answers 503", || async {
-        answer(now_host.clone()).await.0.status == 503
+    wait_until(CONVERGE, "both services are left without a server", || async {
+        teal::status::fetch(teal.status)
+            .await
+            .is_ok_and(|report| report.services.len() == 2 && report.services.iter().all(|s| s.servers.is_empty()))
     })
     .await;
     let (response, took) = answer(now_host.clone()).await;
