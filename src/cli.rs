@@ -302,6 +302,21 @@ mod tests {
     }
 
     #[test]
+    fn hold_defaults_to_15s_and_is_bounded() {
+        let hold = |args: &[&str]| match parse(args) {
+            Ok(Command::Check(check)) => Ok(check.shape.hold),
+            other => Err(format!("{other:?}")),
+        };
+        assert_eq!(hold(&["teal", "check"]).unwrap(), Duration::from_secs(15));
+        assert_eq!(hold(&["teal", "check", "--hold", "0"]).unwrap(), Duration::ZERO);
+        assert_eq!(
+            hold(&["teal", "check", "--hold", "2500"]).unwrap(),
+            Duration::from_millis(2500)
+        );
+        assert!(hold(&["teal", "check", "--hold", "1m"]).is_err());
+    }
+
+    #[test]
     fn swarm_flag_forms() {
         let swarm = |args: &[&str]| match parse(args) {
             Ok(Command::Run(run)) => Ok(run.shape.swarm),
