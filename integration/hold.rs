@@ -185,3 +185,57 @@ async fn without_a_ready_server_a_503_with_retry_after_at_once_or_past_the_bound
     assert!(bounded_held.expired >= 1, "{bounded_held:?}");
     assert_eq!(held("off").map(|h| h.held), Some(0));
 }
+
+/// Debian's docker-compose v1: `up -d --force-recreate` of a one-replica
+/// service stops the old container, then creates and starts the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compose_recreate_of_a_one_replica_service_holds_the_gap() {
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"version: "2.4"
+services:
+  web:
+    image: {image}
+    init: true
+    labels:
+      {prefix}.service: web
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/"]
+      interval: 250ms
+      timeout: 2s
+      start_period: 30s
+"#,
+            image = crate::util::IMAGE
+        ),
+    )
+    .expect("compose file");
+    let compose = crate::examples::Compose::new(&prefix, &file.to_string_lossy(), Vec::new());
+    let teal = Teal::builder(&prefix).args(&["--hold", "15s"]).start().await;
+    compose.run(&["up", "-d"]).await;
+    let old = crate::examples::body_of(&compose.ids("web").await[0]);
+    teal.wait_served_by(&old, CONVERGE).await;
+
+    let load = Load::start(teal.http, CLIENTS);
+    wait_until(CONVERGE, "load is flowing", || async { load.requests() >= 100 }).await;
+    compose.run(&["up", "-d", "--force-recreate", "-t", "10"]).await;
+    let new = crate::examples::body_of(&compose.ids("web").await[0]);
+    assert_ne!(new, old, "compose recreated the container");
+    wait_until(CONVERGE, "the recreated replica serves under load", || async {
+        load.first_seen(&new).is_some()
+    })
+    .await;
+    tokio::time::sleep(AFTER).await;
+    let stats = load.stop().await;
+    let held = released(&teal).await;
+    eprintln!(
+        "docker-compose up -d --force-recreate: {} requests, {} failed, {held} held, served: {}",
+        stats.requests,
+        stats.failures,
+        stats.served()
+    );
+    assert_gap_held(&stats, held, &teal);
+}
