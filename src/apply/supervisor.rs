@@ -277,3 +277,43 @@ pub(super) fn signal(pid: u32, signal: Signal) -> Result<(), ApplyError> {
     let pid = i32::try_from(pid).map_err(|_| ApplyError::Reload(format!("bad pid {pid}")))?;
     kill(Pid::from_raw(pid), signal).map_err(|e| ApplyError::Reload(format!("cannot signal haproxy (pid {pid}): {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `false` stands in for an HAProxy that exits as it starts (a port taken).
+    #[tokio::test]
+    async fn a_start_that_exits_at_once_is_reported_at_once_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            haproxy: "false".into(),
+            state_dir: dir.path().into(),
+            config: dir.path().join("haproxy.cfg"),
+            ..Default::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = CancellationToken::new();
+        let supervisor = Supervisor::start(&settings, metrics.clone(), shutdown.clone()).await;
+        let asked = std::time::Instant::now();
+        let error = supervisor.reload().await.unwrap_err().to_string();
+        assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+        assert!(
+            error.contains("exit code 1") && error.contains("tries again"),
+            "{error}"
+        );
+        assert!(!error.contains("keeps serving"), "{error}");
+        // Then the supervisor retries by itself, with backoff.
+        let mut status = supervisor.status();
+        // is_ok() at once: the guard wait_for returns would block the sender.
+        let retried = tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.exits >= 3))
+            .await
+            .is_ok();
+        assert!(retried, "three failed starts within 10 s");
+        let now = supervisor.status().borrow().clone();
+        assert!(!now.running && now.restarts == 0, "{now:?}");
+        assert_eq!(metrics.haproxy_exits.get(), now.exits);
+        shutdown.cancel();
+        supervisor.join().await;
+    }
+}
