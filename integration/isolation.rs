@@ -101,6 +101,9 @@ async fn a_refused_service_leaves_the_rest_changing(what: &str, line: &str, aler
     assert!(reason.contains(alert), "{reason}");
     let excluded = teal.wait_excluded(&bad, alert, CONVERGE).await;
     assert!(excluded.starts_with("HAProxy cannot load service bad"), "{excluded}");
+    // One service left out is not teal out of step.
+    let ready = http::get(teal.status, "localhost", "/readyz").await.map(|r| r.status);
+    assert_eq!(ready.ok(), Some(200), "/readyz while a refused service is left out");
 
     let stats = scale_and_stop(&docker, &prefix, &old, load, async {}).await;
     eprintln!(

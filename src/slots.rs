@@ -102,7 +102,7 @@ pub fn store(state_dir: &Path, service: &ServiceName, to: Option<Slot>) -> Resul
         path: path.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(state_dir).map_err(|e| write_error(state_dir, e))?;
+    crate::apply::create_private_dir(state_dir).map_err(|e| write_error(state_dir, e))?;
     let lock_path = state_dir.join(LOCK_FILE);
     let lock = std::fs::File::options()
         .create(true)

@@ -1,7 +1,7 @@
 //! The I/O of an apply, as `crate::reconcile` decided it: runtime API
 //! commands, the config file written atomically, `haproxy -c`, and reloads,
 //! one at a time, each awaited; and the supervised HAProxy master. A config
-//! HAProxy rejects is never reloaded: the last good one keeps serving, on
+//! HAProxy rejects is never reloaded: what HAProxy runs (if anything) stays, on
 //! disk too.
 
 mod file;
@@ -28,7 +28,7 @@ pub enum ApplyError {
     Rejected(String),
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
-    #[error("reload failed, the last good config keeps serving: {0}")]
+    #[error("reload failed, HAProxy was not given the new config: {0}")]
     Reload(String),
     /// No HAProxy runs (supervise mode): there is no last good config serving.
     #[error("haproxy is not running: {0}")]

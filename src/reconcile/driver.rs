@@ -123,7 +123,7 @@ impl<E: Executor> Driver<E> {
             let text = match self.rendering.render(&snapshot) {
                 Ok(text) => text,
                 Err(error) => {
-                    tracing::error!(%error, "render failed; the last good config keeps serving");
+                    tracing::error!(%error, "render failed; nothing was applied");
                     self.outputs.metrics.render_failures.inc();
                     self.outputs.record(Err(error.to_string()));
                     continue;
@@ -208,7 +208,9 @@ impl<E: Executor> Driver<E> {
                 self.rendering.set_template(next);
                 self.isolation.rendering_edited();
             }
-            Err(error) => tracing::error!(%error, "template edit refused; the last good config keeps serving"),
+            Err(error) => {
+                tracing::error!(%error, "template edit does not parse; the previous template keeps rendering")
+            }
         }
     }
 

@@ -141,10 +141,10 @@ impl<E: Executor> Driver<E> {
             .iter()
             .map(|r| format!("{}: {}", r.service, r.reason))
             .collect();
-        self.outputs.record(Err(format!(
+        self.outputs.record_left_out(format!(
             "haproxy refused service {}; every other change is applied",
             services.join("; service ")
-        )));
+        ));
         let text = self
             .rendering
             .render(&narrowed.snapshot)
@@ -189,9 +189,9 @@ impl<E: Executor> Driver<E> {
         };
         let reason = isolate::alert_reason(&refusal);
         tracing::error!(%reason, "HAProxy refused the edited template or certificates; the last good ones keep rendering, server changes still apply");
-        self.outputs.record(Err(format!(
+        self.outputs.record_left_out(format!(
             "haproxy refused the edited template or certificates, the last good ones keep rendering: {reason}"
-        )));
+        ));
         self.isolation.rendering_refused = Some(reason);
         self.rendering = good;
         let text = self

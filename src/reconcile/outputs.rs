@@ -45,11 +45,22 @@ impl ApplyOutputs {
     }
 
     pub fn record(&self, result: Result<&'static str, String>) {
+        self.publish(result, false);
+    }
+
+    /// A refusal left out alone: the error stands until something else is
+    /// applied, but HAProxy runs everything else teal saw.
+    pub fn record_left_out(&self, error: String) {
+        self.publish(Err(error), true);
+    }
+
+    fn publish(&self, result: Result<&'static str, String>, left_out: bool) {
         self.last_apply.send_replace(Some(ApplyRecord {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             ok: result.is_ok(),
             outcome: result.as_ref().ok().map(|o| o.to_string()),
             error: result.err(),
+            left_out,
         }));
     }
 }

@@ -57,7 +57,7 @@ impl RolloutLock {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        crate::apply::create_private_dir(state_dir).map_err(io)?;
         let mut file = File::options()
             .create(true)
             .truncate(false)

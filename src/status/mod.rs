@@ -135,12 +135,15 @@ async fn healthz(State(sources): State<StatusSources>) -> Response {
 }
 
 /// Readiness: Docker reachable and HAProxy runs the config of what teal
-/// last saw, so new deploys are routed.
+/// last saw (less what it refused and left out), so new deploys are routed.
 async fn readyz(State(sources): State<StatusSources>) -> Response {
     let docker = sources.docker.borrow().connected;
     let (in_step, config) = match (&*sources.snapshots.borrow(), &*sources.last_apply.borrow()) {
         (None, _) | (_, None) => (false, "waiting for the first config"),
         (Some(_), Some(apply)) if apply.ok => (true, "ok"),
+        // One bad service or edit left out is not teal out of step: an
+        // orchestrator acting on it would take every service down.
+        (Some(_), Some(apply)) if apply.left_out => (true, "ok (a refusal is left out, see /status)"),
         (Some(_), Some(_)) => (false, "last apply failed"),
     };
     let haproxy = sources.haproxy_serving().await;

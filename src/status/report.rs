@@ -27,6 +27,10 @@ pub struct ApplyRecord {
     /// reloaded, started, runtime, written (when ok).
     pub outcome: Option<String>,
     pub error: Option<String>,
+    /// The error is a refusal teal left out alone (a service, or an edit of
+    /// the template or certificates): every other change reached HAProxy.
+    #[serde(default)]
+    pub left_out: bool,
 }
 
 /// The HAProxy master of `--reload supervise`, as teal watches it.
