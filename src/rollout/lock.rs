@@ -114,6 +114,15 @@ impl RolloutLock {
     }
 }
 
+impl Drop for RolloutLock {
+    /// Unlocks explicitly rather than by closing: a process forked meanwhile
+    /// (by another thread, before its exec) holds a copy of the descriptor,
+    /// and with it the lock, until it execs. Seen as a unit-test flake.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
 fn read_journal(file: &mut File) -> Option<Journal> {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
