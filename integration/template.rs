@@ -25,15 +25,13 @@ async fn broken_template_keeps_last_good_config() {
     teal.wait_served_by(&a.body, CONVERGE).await;
     let applied = teal.config();
 
-    let log_before = teal.log().len();
     std::fs::write(&template, "global\n{{#if}}\n  garbage\n").expect("write template");
-    wait_until(CONVERGE, "teal logs the template error", || async {
-        teal.log()[log_before..].lines().any(|l| {
-            let l = l.to_lowercase();
-            (l.contains("error") || l.contains("warn")) && l.contains("template")
-        })
+    wait_until(CONVERGE, "/status shows the template that does not parse", || async {
+        let report = teal::status::fetch(teal.status).await;
+        report.is_ok_and(|r| r.refused.rendering.is_some_and(|e| e.contains("does not parse")))
     })
     .await;
+    assert_eq!(teal.metric("teal_render_failures_total").await, Some(1.0));
     assert_eq!(teal.sample(20).await, vec![a.body.clone(); 20]);
     assert_eq!(teal.config(), applied, "a broken template changed haproxy.cfg");
 

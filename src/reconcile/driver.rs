@@ -209,7 +209,9 @@ impl<E: Executor> Driver<E> {
                 self.isolation.rendering_edited();
             }
             Err(error) => {
-                tracing::error!(%error, "template edit does not parse; the previous template keeps rendering")
+                tracing::error!(%error, "template edit does not parse; the previous template keeps rendering");
+                self.outputs.metrics.render_failures.inc();
+                self.isolation.template_unparsable(error.to_string());
             }
         }
     }

@@ -61,6 +61,12 @@ impl Isolation {
         next.and_then(|next| self.held.next_retry(next))
     }
 
+    /// A template edit that does not even parse: the previous template keeps
+    /// rendering, and `/status` says why until an edit is applied.
+    pub fn template_unparsable(&mut self, reason: String) {
+        self.rendering_refused = Some(reason);
+    }
+
     /// The template or certificates changed: what was refused may load now.
     pub fn rendering_edited(&mut self) {
         self.held.clear();
