@@ -6,7 +6,7 @@
 --
 --   http-request lua.teal_hold <max ms> <max held> if { nbsrv eq 0 }
 --
--- Past <max ms> it goes on with no server (the next rule answers 503). With
+-- Past <max ms> it goes on with no server (HAProxy answers 503). With
 -- <max held> requests of the backend already waiting it goes on at once, so
 -- a service that never comes back cannot pile up connections.
 --
