@@ -15,6 +15,7 @@
 mod docker;
 mod dockerd;
 mod http;
+mod self_signed;
 mod teal;
 mod util;
 

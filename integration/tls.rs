@@ -38,26 +38,8 @@ impl Certs {
     /// returns the certificate part, PEM.
     pub(crate) async fn issue(&self, name: &str) -> String {
         let scratch = self.root.path().join("scratch");
-        let (key, cert) = (scratch.join("key.pem"), scratch.join("cert.pem"));
-        let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
-            .arg(format!("/CN={name}"))
-            .arg("-addext")
-            .arg(format!("subjectAltName=DNS:{name}"))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .await
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let cert_pem = std::fs::read_to_string(&cert).expect("cert");
-        let pem = format!("{cert_pem}{}", std::fs::read_to_string(&key).expect("key"));
+        let (cert_pem, key) = crate::self_signed::self_signed(name);
+        let pem = format!("{cert_pem}{key}");
         let staged = scratch.join(format!("{name}.pem"));
         std::fs::write(&staged, pem).expect("write pem");
         std::fs::rename(&staged, self.dir().join(format!("{name}.pem"))).expect("rename pem");

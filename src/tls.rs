@@ -190,33 +190,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[path = "../integration/self_signed.rs"]
+mod self_signed;
+
+#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
     /// A self-signed certificate and its key in one PEM file, as HAProxy reads them.
     pub(crate) fn make_certificate(dir: &Path, name: &str) {
-        let key = dir.join(format!(".{name}.key.tmp"));
-        let cert = dir.join(format!(".{name}.crt.tmp"));
-        let out = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
-            .arg(format!("/CN={name}"))
-            .arg("-addext")
-            .arg(format!("subjectAltName=DNS:{name}"))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl (the Debian package openssl)");
-        assert!(
-            out.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pem = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
-        std::fs::write(dir.join(format!("{name}.pem")), pem).unwrap();
-        std::fs::remove_file(key).unwrap();
-        std::fs::remove_file(cert).unwrap();
+        let (cert, key) = self_signed::self_signed(name);
+        std::fs::write(dir.join(format!("{name}.pem")), cert + &key).unwrap();
     }
 
     const HAPROXY: &str = "/usr/sbin/haproxy";

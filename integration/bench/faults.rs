@@ -12,16 +12,19 @@
 
 mod app;
 mod inject;
+#[path = "../self_signed.rs"]
+mod self_signed;
 // Shared with the rollout benchmark, which uses the rest of them.
 #[allow(dead_code)]
 mod load;
 #[allow(dead_code)]
 mod stack;
+mod start;
 
 use std::time::{Duration, Instant};
 
 use load::{Load, Sample};
-use stack::{sh, wait_until, Containers, Teal};
+use stack::{wait_until, Containers, Teal};
 
 /// Requests per second on the healthy service, over new connections, sent
 /// on time even while earlier ones wait (open loop).
@@ -81,30 +84,11 @@ impl Fault {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    if args.first().map(String::as_str) == Some("serve") {
-        return app::serve();
-    }
-    tokio::runtime::Runtime::new().expect("runtime").block_on(run(args));
+    start::main(30, run);
 }
 
-async fn run(args: Vec<String>) {
-    let seconds = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(30u64);
-    let chosen: Vec<&str> = args
-        .iter()
-        .enumerate()
-        .filter(|(i, a)| !(a.starts_with("--") || *i > 0 && args[i - 1] == "--seconds"))
-        .map(|(_, a)| a.as_str())
-        .collect();
-    sh(
-        "bash",
-        &[concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-images.sh")],
-    );
-    app::build_image();
+async fn run(args: start::BenchArgs) {
+    let seconds = args.seconds;
     let window = Duration::from_secs(seconds);
     println!(
         "teal fault benchmark: {RATE} req/s (open loop, new connection each) on a healthy service, \
@@ -115,7 +99,7 @@ async fn run(args: Vec<String>) {
     }
     println!("{}", Row::header());
     for fault in Fault::ALL {
-        if chosen.is_empty() || chosen.contains(&fault.name()) {
+        if args.wants(fault.name()) {
             println!("{}", measure(fault, window).await);
         }
     }

@@ -3,7 +3,6 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -29,22 +28,8 @@ impl Certs {
     pub fn new(name: &str) -> Certs {
         let root = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(root.path().join("certs")).expect("certs dir");
-        let (key, cert) = (root.path().join("key.pem"), root.path().join("cert.pem"));
-        let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
-            .arg(format!("/CN={name}"))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pem = std::fs::read_to_string(&cert).expect("cert") + &std::fs::read_to_string(&key).expect("key");
+        let (cert, key) = crate::self_signed::self_signed(name);
+        let pem = cert + &key;
         let certs = Certs { root };
         certs.put(&format!("{name}.pem"), &pem);
         certs

@@ -15,6 +15,7 @@ mod app;
 mod load;
 #[allow(dead_code)]
 mod stack;
+mod start;
 
 use std::time::{Duration, Instant};
 
@@ -26,31 +27,11 @@ const RATE: u32 = 1000;
 const WORKERS: u32 = 20;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    if args.first().map(String::as_str) == Some("serve") {
-        return app::serve();
-    }
-    tokio::runtime::Runtime::new().expect("runtime").block_on(run(args));
+    start::main(60, run);
 }
 
-async fn run(args: Vec<String>) {
-    let seconds = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(60u64);
-    let chosen: Vec<&str> = args
-        .iter()
-        .enumerate()
-        .filter(|(i, a)| !(a.starts_with("--") || *i > 0 && args[i - 1] == "--seconds"))
-        .map(|(_, a)| a.as_str())
-        .collect();
-    let wants = |name: &str| chosen.is_empty() || chosen.contains(&name);
-    sh(
-        "bash",
-        &[concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-images.sh")],
-    );
-    app::build_image();
+async fn run(args: start::BenchArgs) {
+    let seconds = args.seconds;
     let duration = Duration::from_secs(seconds);
 
     println!("teal rollout benchmark: {RATE} req/s for {seconds} s per scenario, {WORKERS} clients");
@@ -87,23 +68,23 @@ async fn run(args: Vec<String>) {
         ("never-healthy", Connections::Close, plain, never_healthy),
     ];
     for (name, connections, old, new) in rollouts {
-        if wants(name) {
+        if args.wants(name) {
             let row = rollout(name, connections, old, new, duration).await;
             println!("{row}");
         }
     }
     for (name, options) in [("control", plain), ("control-sigterm", exits_at_once)] {
-        if wants(name) {
+        if args.wants(name) {
             println!("{}", control(name, options, duration).await);
         }
     }
-    if wants("naive") {
+    if args.wants("naive") {
         println!("{}", naive(duration).await);
     }
-    if wants("burst") {
+    if args.wants("burst") {
         burst().await;
     }
-    if wants("event-to-routable") {
+    if args.wants("event-to-routable") {
         event_to_routable().await;
     }
 }
