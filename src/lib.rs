@@ -36,6 +36,8 @@
 //! - [`isolate`]: when HAProxy refuses a config, the services responsible.
 //! - [`tls`]: the `--certs` directory: each file checked, and the files with
 //!   their digests for the template context.
+//! - `backoff`: the one retry backoff, for Docker reconnects and HAProxy
+//!   restarts.
 //! - [`watch`]: one debounced file watch for `--template`, `--certs` and
 //!   `slots.json`; [`signal`]: SIGTERM and SIGINT.
 //! - [`rollout`], [`switch`]: `teal rollout` and `teal switch`, clients of
@@ -47,6 +49,7 @@
 
 pub mod app;
 pub mod apply;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod docker;
 pub mod duration;

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::master::{Master, MasterPaths};
 use super::{await_reload, ApplyError, Outcome, Trigger};
+use crate::backoff::Backoff;
 use crate::settings::Settings;
 use crate::status::{HaproxyExit, HaproxyProcess, Metrics};
 
@@ -74,7 +74,7 @@ impl Supervisor {
             master,
             retry_at: None,
             after_exit: false,
-            backoff: backoff(),
+            backoff: Backoff::new(),
         };
         supervision.publish();
         let (reloads, rx) = mpsc::channel(1);
@@ -112,14 +112,6 @@ impl Supervisor {
     }
 }
 
-fn backoff() -> ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(10))
-        .without_max_times()
-        .build()
-}
-
 /// The supervising task's state.
 struct Supervision {
     paths: MasterPaths,
@@ -132,7 +124,7 @@ struct Supervision {
     retry_at: Option<Instant>,
     /// The last master ended or failed to start: the next start is a restart.
     after_exit: bool,
-    backoff: ExponentialBackoff,
+    backoff: Backoff,
 }
 
 impl Supervision {
@@ -218,7 +210,7 @@ impl Supervision {
     fn ended(&mut self, how: String) {
         let pid = self.master.take().map(|m| m.pid());
         if self.started_at.elapsed() >= STABLE_RUN {
-            self.backoff = backoff();
+            self.backoff.reset();
         }
         let delay = self.schedule_retry();
         self.record_exit(&how);
@@ -229,7 +221,7 @@ impl Supervision {
     }
 
     fn schedule_retry(&mut self) -> Duration {
-        let delay = self.backoff.next().unwrap_or(Duration::from_secs(10));
+        let delay = self.backoff.next_delay();
         self.retry_at = Some(Instant::now() + delay);
         self.after_exit = true;
         delay

@@ -24,7 +24,6 @@
 //! it, and see only our types ([`replica`] turns an inspected container
 //! into the create call of its replacement).
 
-mod backoff;
 mod client;
 mod convert;
 pub mod replica;
@@ -39,7 +38,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use backoff::Backoff;
+use crate::backoff::{self, Backoff};
 pub use client::{Client, Event, EventSource, Image, Inspected, Listed, RunState, Which};
 
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};

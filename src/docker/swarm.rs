@@ -33,9 +33,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::{self, Backoff};
 use super::swarm_api::{self, filters_query, ApiError, LocalContainer, Service, Task};
 use super::{action_kind, connect, is_stop_request, unix_now, Client, DockerError, Event, EventSource, Report};
+use crate::backoff::{self, Backoff};
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
 use crate::settings::SwarmMode;
 

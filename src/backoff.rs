@@ -1,5 +1,7 @@
-//! The reconnect backoff of both watchers: 250 ms, doubling up to 10 s,
-//! for as long as it takes; back to 250 ms after a session that listed.
+//! teal's one retry backoff: 250 ms, doubling up to 10 s, for as long as it
+//! takes; back to 250 ms once things went well (a Docker session that
+//! listed, an HAProxy that ran a while). The Docker watchers reconnect and
+//! the supervisor restarts HAProxy with it.
 
 use std::time::Duration;
 
