@@ -21,6 +21,9 @@ _pkg_present() {
         docker-compose) command -v docker-compose >/dev/null 2>&1 ;;
         busybox-static) [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] ;;
         wrk) command -v wrk >/dev/null 2>&1 ;;
+        openssl) command -v openssl >/dev/null 2>&1 ;;
+        curl) command -v curl >/dev/null 2>&1 ;;
+        iproute2) command -v ip >/dev/null 2>&1 ;;
         *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' ;;
     esac
 }
@@ -28,11 +31,13 @@ _pkg_present() {
 # ensure_packages: apt-get install only the packages that are missing.
 ensure_packages() {
     local missing=() p
-    for p in docker.io haproxy docker-compose busybox-static wrk; do
+    # openssl makes the tests' certificates, curl is the demo's client, ip
+    # (iproute2) sets up the reconnect test's private dockerd.
+    for p in docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2; do
         _pkg_present "$p" || missing+=("$p")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
-        say "system packages present (docker.io haproxy docker-compose busybox-static wrk)"
+        say "system packages present (docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2)"
         return 0
     fi
     [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]}; run as root or install them: apt-get install -y ${missing[*]}"
