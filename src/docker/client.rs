@@ -336,6 +336,8 @@ impl Inspected {
     pub(super) fn network_ids(&self) -> Vec<String> {
         self.networks()
             .filter_map(|(_, endpoint)| endpoint.network_id.clone())
+            // A container created but not started has endpoints without one.
+            .filter(|id| !id.is_empty())
             .collect()
     }
 

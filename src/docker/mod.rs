@@ -8,7 +8,9 @@
 //! | event                               | cause                          | update        |
 //! |-------------------------------------|--------------------------------|---------------|
 //! | `kill` with TERM, INT, QUIT or KILL | `docker stop`, `docker kill`   | `Drain`       |
-//! | `die`, `stop`, `destroy`            | process exited, removed        | `Remove`      |
+//! | `die`, `stop`                       | process exited                 | `Stopped`     |
+//! | `destroy`                           | `docker rm`                    | `Remove`      |
+//! | `create`                            | `docker create`, compose       | re-inspect    |
 //! | `start`, `unpause`, `pause`, `rename` | `docker start`, restart policy | re-inspect  |
 //! | `health_status: *`                  | HEALTHCHECK result changed     | re-inspect    |
 //! | network `connect`, `disconnect`     | `docker network (dis)connect`  | re-inspect    |
@@ -195,6 +197,9 @@ impl Watcher {
     }
 }
 const EVENTS: &[&str] = &[
+    // A created compose replacement keeps its service until it starts:
+    // compose v2's recreate removes the old container between the two.
+    "create",
     "start",
     "die",
     "stop",

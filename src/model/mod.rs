@@ -129,13 +129,15 @@ struct Tracked {
 }
 
 /// Every container that carries the service label, by id: running ones,
-/// and ones seen to stop since the last listing (until destroyed).
+/// and ones seen to stop (or created beside one of the same compose
+/// service) since the last listing, until destroyed.
 #[derive(Debug, Default)]
 pub struct Inventory {
     containers: BTreeMap<ContainerId, Tracked>,
 }
 
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 /// Set by `docker stack deploy` on the services of a stack.
 pub const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
@@ -146,16 +148,7 @@ impl Inventory {
             ContainerUpdate::Resync(all) => self.resync(Source::Containers, all),
             ContainerUpdate::SwarmResync(all) => self.resync(Source::Swarm, all),
             ContainerUpdate::Upsert(facts) if self.owned_by_swarm(&facts.id) => false,
-            ContainerUpdate::Upsert(facts) if !facts.running => match self.containers.get_mut(&facts.id) {
-                Some(t) => {
-                    let changed = !t.stopped || t.facts != facts;
-                    t.facts = facts;
-                    t.stopped = true;
-                    t.draining = false;
-                    changed
-                }
-                None => false,
-            },
+            ContainerUpdate::Upsert(facts) if !facts.running => self.not_running(facts),
             ContainerUpdate::Upsert(facts) => {
                 let draining = self
                     .containers
@@ -192,6 +185,45 @@ impl Inventory {
             },
             ContainerUpdate::Remove(id) => self.containers.remove(&id).is_some(),
         }
+    }
+
+    /// A container that exists but does not run: stopped, or created and
+    /// not started yet. It keeps its service, without a server.
+    fn not_running(&mut self, facts: ContainerFacts) -> bool {
+        if let Some(t) = self.containers.get_mut(&facts.id) {
+            let changed = !t.stopped || t.facts != facts;
+            t.facts = facts;
+            t.stopped = true;
+            t.draining = false;
+            return changed;
+        }
+        // Created beside a container of the same compose service: compose
+        // v2's recreate creates the replacement, removes the old container,
+        // then starts the new one, which keeps the service meanwhile. Other
+        // containers count from their start.
+        if !self.has_compose_sibling(&facts) {
+            return false;
+        }
+        let tracked = Tracked {
+            facts,
+            draining: false,
+            stopped: true,
+            source: Source::Containers,
+        };
+        self.containers.insert(tracked.facts.id.clone(), tracked);
+        true
+    }
+
+    /// Whether a container of the same compose project and service is known.
+    fn has_compose_sibling(&self, facts: &ContainerFacts) -> bool {
+        fn compose_service(f: &ContainerFacts) -> Option<(&String, &String)> {
+            Some((
+                f.labels.get(COMPOSE_PROJECT_LABEL)?,
+                f.labels.get(COMPOSE_SERVICE_LABEL)?,
+            ))
+        }
+        compose_service(facts)
+            .is_some_and(|own| self.containers.values().any(|t| compose_service(&t.facts) == Some(own)))
     }
 
     /// Replaces what `source` reported before with `all`. A drain survives

@@ -118,6 +118,39 @@ fn a_stopped_container_keeps_its_service_until_destroyed() {
     assert!(!inv.apply(ContainerUpdate::Stopped(ContainerId("zz".into()))));
 }
 
+/// `docker compose up -d` (v2) recreating a one-replica service: stop the
+/// old container, create the new one, remove the old, then start the new.
+/// The created container keeps the service between the remove and the
+/// start; a created container of no known compose service keeps nothing.
+#[test]
+fn a_created_compose_replacement_keeps_its_service_until_it_starts() {
+    let compose = |id: &str, ip: &str| {
+        let mut f = facts(id, "web", ip);
+        f.labels.insert(COMPOSE_PROJECT_LABEL.into(), "shop".into());
+        f.labels.insert(COMPOSE_SERVICE_LABEL.into(), "website".into());
+        f
+    };
+    let created = |f: &ContainerFacts| ContainerFacts {
+        running: false,
+        ..f.clone()
+    };
+    let mut inv = Inventory::default();
+    assert!(!inv.apply(ContainerUpdate::Upsert(created(&compose("a", "10.0.0.2")))));
+    let old = compose("a", "10.0.0.2");
+    inv.apply(ContainerUpdate::Upsert(old.clone()));
+    inv.apply(ContainerUpdate::Stopped(old.id.clone()));
+    assert!(!inv.apply(ContainerUpdate::Upsert(created(&facts("x", "web", "10.0.0.9")))));
+    let new = compose("b", "10.0.0.3");
+    assert!(inv.apply(ContainerUpdate::Upsert(created(&new))));
+    inv.apply(ContainerUpdate::Remove(old.id));
+    let snapshot = inv.snapshot(&scope());
+    assert_eq!(snapshot.services[0].name.to_string(), "web");
+    assert!(snapshot.services[0].servers.is_empty());
+    assert!(snapshot.excluded.is_empty(), "{snapshot:?}");
+    inv.apply(ContainerUpdate::Upsert(new));
+    assert_eq!(only_server(&inv).address.to_string(), "10.0.0.3");
+}
+
 #[test]
 fn health_and_pause_gate_routing() {
     let mut inv = Inventory::default();

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use crate::docker::replica::{self, Plan, Target};
 use crate::docker::{Client, Inspected, Which};
 use crate::model::labels::{self, ServiceLabels};
-use crate::model::COMPOSE_PROJECT_LABEL;
+use crate::model::{COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL};
 
-const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
 const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
 
@@ -34,7 +33,7 @@ impl Old {
         let labels = self.inspected.labels();
         Some((
             labels.get(COMPOSE_PROJECT_LABEL)?.clone(),
-            labels.get(COMPOSE_SERVICE)?.clone(),
+            labels.get(COMPOSE_SERVICE_LABEL)?.clone(),
         ))
     }
 }
@@ -138,7 +137,7 @@ fn rollout_id() -> String {
 async fn highest_compose_number(docker: &Client, project: &str, service: &str) -> anyhow::Result<u32> {
     let labels = [
         format!("{COMPOSE_PROJECT_LABEL}={project}"),
-        format!("{COMPOSE_SERVICE}={service}"),
+        format!("{COMPOSE_SERVICE_LABEL}={service}"),
     ];
     Ok(docker
         .list(&labels, Which::All)
