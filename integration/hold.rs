@@ -32,7 +32,7 @@ const HEALTHCHECK: &[&str] = &[
 /// is retried (`retry-on`) while no server is usable, and HAProxy answers
 /// 503 for it (the hold rule runs once, before the first attempt). That is
 /// at most one per client here; lossless stops need drain-until-idle.
-fn assert_gap_held(stats: &crate::http::LoadStats, held: f64, teal: &Teal) {
+pub fn assert_gap_held(stats: &crate::http::LoadStats, held: f64, teal: &Teal) {
     assert!(held > 0.0, "no request was held: the gap was not exercised");
     assert!(
         stats.failures <= CLIENTS as u64,
@@ -42,11 +42,13 @@ fn assert_gap_held(stats: &crate::http::LoadStats, held: f64, teal: &Teal) {
     );
 }
 
-/// Requests the hold script let through to a server, from `/metrics`.
-async fn released(teal: &Teal) -> f64 {
-    teal.metric("teal_held_requests_total{service=\"web\",outcome=\"released\"}")
-        .await
-        .unwrap_or(0.0)
+/// Requests of `service` the hold script let through to a server, from `/metrics`.
+pub async fn released(teal: &Teal, service: &str) -> f64 {
+    teal.metric(&format!(
+        "teal_held_requests_total{{service=\"{service}\",outcome=\"released\"}}"
+    ))
+    .await
+    .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,7 +74,7 @@ async fn docker_restart_of_the_only_replica_holds_the_gap() {
     .await;
     tokio::time::sleep(AFTER).await;
     let stats = load.stop().await;
-    let held = released(&teal).await;
+    let held = released(&teal, "web").await;
     eprintln!(
         "docker restart: {} requests, {} failed, {held} held",
         stats.requests, stats.failures
@@ -112,7 +114,7 @@ async fn a_replica_stopped_then_replaced_holds_the_gap() {
     .await;
     tokio::time::sleep(AFTER).await;
     let stats = load.stop().await;
-    let held = released(&teal).await;
+    let held = released(&teal, "web").await;
     eprintln!(
         "stop then replace: {} requests, {} failed, {held} held, served: {}",
         stats.requests,
@@ -184,58 +186,4 @@ async fn without_a_ready_server_a_503_with_retry_after_at_once_or_past_the_bound
     let bounded_held = held("bounded").expect("/status counts held requests of bounded");
     assert!(bounded_held.expired >= 1, "{bounded_held:?}");
     assert_eq!(held("off").map(|h| h.held), Some(0));
-}
-
-/// Debian's docker-compose v1: `up -d --force-recreate` of a one-replica
-/// service stops the old container, then creates and starts the new one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn compose_recreate_of_a_one_replica_service_holds_the_gap() {
-    let prefix = unique_prefix();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("docker-compose.yml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"version: "2.4"
-services:
-  web:
-    image: {image}
-    init: true
-    labels:
-      {prefix}.service: web
-    healthcheck:
-      test: ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/"]
-      interval: 250ms
-      timeout: 2s
-      start_period: 30s
-"#,
-            image = crate::util::IMAGE
-        ),
-    )
-    .expect("compose file");
-    let compose = crate::examples::Compose::new(&prefix, &file.to_string_lossy(), Vec::new());
-    let teal = Teal::builder(&prefix).args(&["--hold", "15s"]).start().await;
-    compose.run(&["up", "-d"]).await;
-    let old = crate::examples::body_of(&compose.ids("web").await[0]);
-    teal.wait_served_by(&old, CONVERGE).await;
-
-    let load = Load::start(teal.http, CLIENTS);
-    wait_until(CONVERGE, "load is flowing", || async { load.requests() >= 100 }).await;
-    compose.run(&["up", "-d", "--force-recreate", "-t", "10"]).await;
-    let new = crate::examples::body_of(&compose.ids("web").await[0]);
-    assert_ne!(new, old, "compose recreated the container");
-    wait_until(CONVERGE, "the recreated replica serves under load", || async {
-        load.first_seen(&new).is_some()
-    })
-    .await;
-    tokio::time::sleep(AFTER).await;
-    let stats = load.stop().await;
-    let held = released(&teal).await;
-    eprintln!(
-        "docker-compose up -d --force-recreate: {} requests, {} failed, {held} held, served: {}",
-        stats.requests,
-        stats.failures,
-        stats.served()
-    );
-    assert_gap_held(&stats, held, &teal);
 }

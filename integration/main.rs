@@ -5,6 +5,7 @@
 //! Harness, in the order a test uses it:
 //! - `util`: unique names, free ports, `wait_until`, the test image.
 //! - `docker`: the `docker` CLI with a guard that removes what a test made.
+//! - `compose`: compose projects, with v2 (`docker compose`) or v1 (`docker-compose`).
 //! - `teal`: the `teal run` fixture (temp state dir, own ports, log on failure).
 //! - `http`: a raw HTTP/1.1 client and a new-connection-per-request load generator.
 //! - `dockerd`: a private, throw-away Docker daemon for the reconnect test.
@@ -12,6 +13,7 @@
 //! Isolation: every test has its own label prefix (`tt<pid>n<counter>`), so the
 //! tests share the machine's daemon and still run in parallel.
 
+mod compose;
 mod docker;
 mod dockerd;
 mod http;
@@ -20,6 +22,7 @@ mod teal;
 mod util;
 
 mod cli;
+mod compose_deploy;
 mod dataplane;
 mod discovery;
 mod examples;

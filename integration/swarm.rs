@@ -15,9 +15,10 @@ use std::fs::File;
 use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
 
-use crate::examples::{body_of, ensure_example_images, report, run, served, visits, Compose};
+use crate::compose::{Compose, Version};
+use crate::examples::{body_of, ensure_example_images, report, served, visits};
 use crate::http::Load;
-use crate::util::{free_port, poll_for, repo_root, skip, unique_prefix, wait_for, wait_until};
+use crate::util::{free_port, poll_for, repo_root, run, skip, unique_prefix, wait_for, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 const LOCK_WAIT: Duration = Duration::from_secs(180);
@@ -205,6 +206,9 @@ impl Drop for Stack {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn swarm_example_rolling_update_loses_no_request() {
+    if !Version::V2.usable() {
+        return;
+    }
     ensure_example_images();
     let Some(_swarm) = Swarm::join().await else {
         return;
@@ -213,6 +217,7 @@ async fn swarm_example_rolling_update_loses_no_request() {
     let port = free_port();
     let stack = Stack::deploy(&name, "1").await;
     let sidecar = Compose::new(
+        Version::V2,
         &format!("{name}-lb"),
         "examples/swarm/teal.yml",
         vec![("TEAL_STACK", name.clone()), ("TEAL_HTTP_PORT", port.to_string())],

@@ -1,6 +1,6 @@
 //! Small pieces every test needs: unique names, free ports, polling with a
-//! deadline, skipping (never under CI), the test image, and finding
-//! processes a test left behind.
+//! deadline, skipping (never under CI), the test image, finding processes a
+//! test left behind, and running commands (with an undo list for cleanup).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -174,6 +174,64 @@ pub fn terminate(pids: &[i32], grace: Duration) {
     for &pid in pids {
         if alive(pid) {
             signal(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs a command, returns trimmed stdout; panics with stderr on failure.
+pub async fn run(program: &str, args: &[&str], env: &[(&str, String)]) -> String {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Commands that undo what a test made, run in reverse order on drop (even
+/// when the test panics). Each names exactly one object the test created.
+#[derive(Default)]
+pub struct Undo(Mutex<Vec<Step>>);
+
+/// A command line and its environment.
+type Step = (Vec<String>, Vec<(String, String)>);
+
+impl Undo {
+    pub fn push(&self, command: &[&str], env: &[(&str, String)]) {
+        let command = command.iter().map(|s| s.to_string()).collect();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((command, env));
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let steps = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for (command, env) in steps.into_iter().rev() {
+            let out = Command::new(&command[0])
+                .args(&command[1..])
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .output();
+            match out {
+                Ok(out) if !out.status.success() => {
+                    eprintln!(
+                        "cleanup: {}: {}",
+                        command.join(" "),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
+                }
+                Err(e) => eprintln!("cleanup: {}: {e}", command.join(" ")),
+                Ok(_) => {}
+            }
         }
     }
 }
