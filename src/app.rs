@@ -8,11 +8,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, Applier, Supervisor};
 use crate::docker::{self, Watcher};
+use crate::drained::Drained;
 use crate::model_owner::{scope, ModelOwner};
 use crate::reconcile::{ApplyOutputs, Driver, Events, Isolation, Rendering};
 use crate::render::{ContextSettings, Renderer, HOLD_SCRIPT};
 use crate::settings::{ReloadMode, Settings};
 use crate::slots::LiveSlots;
+use crate::state_file;
 use crate::status::{self, DockerStatus, Metrics, StatusSources};
 use crate::watch::Watches;
 
@@ -56,9 +58,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let mut watches = Watches::new()?;
     let (snapshots_tx, model_snapshots) = watch::channel(None);
-    // Blue/green: render, apply and status read the snapshot with slots routed.
-    let slots_edits = watches.file(&LiveSlots::path(&settings.state_dir))?;
-    let snapshots_rx = crate::slots::route_snapshots(&settings.state_dir, model_snapshots, slots_edits)?;
+    // Render, apply and status read the snapshot routed through the
+    // operator's choices: blue/green slots, then drained containers.
+    let slots_edits = watches.file(&state_file::path::<LiveSlots>(&settings.state_dir))?;
+    let slotted = state_file::route_snapshots::<LiveSlots>(&settings.state_dir, model_snapshots, slots_edits)?;
+    let drained_edits = watches.file(&state_file::path::<Drained>(&settings.state_dir))?;
+    let snapshots_rx = state_file::route_snapshots::<Drained>(&settings.state_dir, slotted, drained_edits)?;
     let (docker_tx, docker_rx) = watch::channel(DockerStatus::default());
     let (apply_tx, apply_rx) = watch::channel(None);
     let supervisor = match settings.reload {

@@ -47,6 +47,8 @@ pub enum Command {
     Rollout(RolloutArgs),
     /// Blue/green: swap the slots of a service between the live frontend and the preview listener.
     Switch(SwitchArgs),
+    /// Take a container out of rotation and wait until no request is in flight on it (a pre-stop hook).
+    Drain(DrainArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,7 +121,8 @@ pub struct RolloutArgs {
     #[arg(long, env = "TEAL_ROLLOUT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Grace period of each old container between its stop request (when teal drains it) and SIGKILL.
+    /// How long each old container gets to finish its requests in flight once out of rotation (it stops as soon
+    /// as it is idle); also the grace period of its `docker stop`, between SIGTERM and SIGKILL.
     #[arg(long, env = "TEAL_ROLLOUT_DRAIN", default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
 
@@ -150,6 +153,36 @@ pub struct SwitchArgs {
     /// How long to wait for the daemon to apply the switch.
     #[arg(long, env = "TEAL_SWITCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub state_dir: StateDirArgs,
+
+    #[command(flatten)]
+    pub status: StatusBindArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 once HAProxy has no request in flight on the container (or it is not routed), \
+                  1 when --timeout passes first (it stays out of rotation) or no teal answers at --status-bind, \
+                  2 for a bad command line. The container stays drained, across restarts of teal and of the \
+                  container, until it is removed or `teal drain CONTAINER --undo`. As a pre-stop hook: \
+                  `teal drain web-1 --timeout 30s && docker stop web-1`."
+)]
+pub struct DrainArgs {
+    /// The container to drain: its name or id (as `docker inspect` takes them).
+    pub container: String,
+
+    /// How long to wait for its requests in flight to finish.
+    #[arg(long, env = "TEAL_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Put the container back into rotation instead (once it is ready).
+    #[arg(long)]
+    pub undo: bool,
+
+    #[command(flatten)]
+    pub docker: DockerHostArgs,
 
     #[command(flatten)]
     pub state_dir: StateDirArgs,
@@ -214,9 +247,8 @@ pub struct ShapeArgs {
 /// Which Docker daemon, and which of its containers.
 #[derive(Debug, Args)]
 pub struct DockerArgs {
-    /// Docker daemon address: unix:///PATH, tcp://HOST:PORT or http://HOST:PORT [default: DOCKER_HOST, else the local socket].
-    #[arg(long, env = "TEAL_DOCKER_HOST")]
-    pub docker_host: Option<String>,
+    #[command(flatten)]
+    pub host: DockerHostArgs,
 
     /// Every label teal reads is PREFIX.KEY (PREFIX.service, PREFIX.port...).
     #[arg(long, env = "TEAL_LABEL_PREFIX", default_value = DEFAULT_LABEL_PREFIX, value_parser = parse_label_prefix)]
@@ -225,6 +257,13 @@ pub struct DockerArgs {
     /// Only containers of this compose project [default: teal's own project when it runs in a compose container].
     #[arg(long, env = "TEAL_PROJECT")]
     pub project: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DockerHostArgs {
+    /// Docker daemon address: unix:///PATH, tcp://HOST:PORT or http://HOST:PORT [default: DOCKER_HOST, else the local socket].
+    #[arg(long, env = "TEAL_DOCKER_HOST")]
+    pub docker_host: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +314,7 @@ mod tests {
             &["teal", "status", "--label-prefix", "t1"],
             &["teal", "render", "--debounce", "1s"],
             &["teal", "rollout", "web", "--reload", "none"],
+            &["teal", "drain", "web-1", "--label-prefix", "t1"],
             &["teal", "--http-bind", ":81", "run"],
         ] {
             let err = parse(args).unwrap_err();

@@ -5,8 +5,8 @@
 //! One task owns each step of the flow; they talk over channels:
 //!
 //! ```text
-//!  dockerd ──list+events──▶ docker ──ContainerUpdate──▶ model owner ──Snapshot (watch)──▶ slots
-//!                                                                                          │ routed
+//!  dockerd ──list+events──▶ docker ──ContainerUpdate──▶ model owner ──Snapshot (watch)──▶ slots,
+//!                                                                                  drained │ routed
 //!  --template, --certs ──watch────────────────────────────────────────────────▶ reconcile driver
 //!                                                        decide: Unchanged | Runtime | Reload │
 //!                                                                                          ▼
@@ -24,8 +24,10 @@
 //!   containers turned into a [`model::Snapshot`] of services and servers.
 //!   Plain data, no I/O.
 //! - [`model_owner`]: the task that owns the inventory and publishes snapshots.
-//! - [`slots`]: blue/green, the live slot of each service (`slots.json`),
-//!   routed onto the snapshot between the model and render/apply/status.
+//! - [`state_file`]: the operator's choices in `--state-dir`, routed onto
+//!   the snapshot between the model and render/apply/status: [`slots`],
+//!   blue/green, the live slot of each service (`slots.json`), and
+//!   [`drained`], containers out of rotation on purpose (`drained.json`).
 //! - [`render`]: snapshot -> template context -> haproxy.cfg text. Pure.
 //! - [`reconcile`]: what was last applied, and the pure decision of what to
 //!   do next (nothing, runtime API commands, or a reload); its driver is the
@@ -39,9 +41,9 @@
 //! - `backoff`: the one retry backoff, for Docker reconnects and HAProxy
 //!   restarts.
 //! - [`watch`]: one debounced file watch for `--template`, `--certs` and
-//!   `slots.json`; [`signal`]: SIGTERM and SIGINT.
-//! - [`rollout`], [`switch`]: `teal rollout` and `teal switch`, clients of
-//!   Docker and of a running daemon's `/status`.
+//!   the state files; [`signal`]: SIGTERM and SIGINT.
+//! - [`rollout`], [`switch`], [`drain`]: `teal rollout`, `teal switch` and
+//!   `teal drain`, clients of Docker and of a running daemon's `/status`.
 //! - [`app`]: wires the tasks together for `teal run`; [`oneshot`]: `teal
 //!   render`, `check` and `status`.
 //! - [`cli`] -> [`settings`]: the flags of each subcommand, validated into
@@ -52,6 +54,8 @@ pub mod apply;
 pub(crate) mod backoff;
 pub mod cli;
 pub mod docker;
+pub mod drain;
+pub mod drained;
 pub mod duration;
 pub mod isolate;
 pub mod model;
@@ -63,6 +67,7 @@ pub mod rollout;
 pub mod settings;
 pub mod signal;
 pub mod slots;
+pub mod state_file;
 pub mod status;
 pub mod switch;
 pub mod tls;

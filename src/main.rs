@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use teal::cli::{Cli, Command, LogFormat};
-use teal::settings::{RolloutSettings, Settings, SettingsError};
+use teal::settings::{DrainSettings, RolloutSettings, Settings, SettingsError};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,6 +35,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => teal::oneshot::status(args.into()).await,
         Command::Rollout(args) => teal::rollout::run(RolloutSettings::new(args)?).await,
         Command::Switch(args) => teal::switch::run(args.into()).await,
+        Command::Drain(args) => teal::drain::run(DrainSettings::new(args)?).await,
     }
 }
 

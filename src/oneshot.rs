@@ -18,9 +18,11 @@ async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
         inventory.apply(ContainerUpdate::SwarmResync(tasks));
     }
     let live_slots = crate::slots::LiveSlots::load(&settings.state_dir)?;
-    Ok(crate::slots::route(
-        inventory.snapshot(&crate::model_owner::scope(settings).await?),
-        &live_slots,
+    let drained = crate::drained::Drained::load(&settings.state_dir)?;
+    let snapshot = inventory.snapshot(&crate::model_owner::scope(settings).await?);
+    Ok(crate::drained::route(
+        crate::slots::route(snapshot, &live_slots),
+        &drained,
     ))
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{CheckArgs, RolloutArgs, RunArgs, ShapeArgs, StatusArgs, SwitchArgs};
+use crate::cli::{CheckArgs, DrainArgs, RolloutArgs, RunArgs, ShapeArgs, StatusArgs, SwitchArgs};
 use crate::duration::parse_duration;
 use crate::model::labels::{ServiceName, Slot};
 
@@ -206,7 +206,7 @@ impl Settings {
 
     fn shaped_by(args: ShapeArgs) -> Result<Self, SettingsError> {
         Ok(Self {
-            docker_host: checks::docker_host(args.docker.docker_host)?,
+            docker_host: checks::docker_host(args.docker.host.docker_host)?,
             label_prefix: args.docker.label_prefix,
             project: args.docker.project,
             template: args.template,
@@ -285,9 +285,33 @@ impl RolloutSettings {
             image: args.image,
             timeout: args.timeout,
             drain: args.drain,
-            docker_host: checks::docker_host(args.docker.docker_host)?,
+            docker_host: checks::docker_host(args.docker.host.docker_host)?,
             label_prefix: args.docker.label_prefix,
             project: args.docker.project,
+            state_dir: args.state_dir.state_dir,
+            status_bind: args.status.status_bind,
+        })
+    }
+}
+
+/// The config of `teal drain CONTAINER`.
+#[derive(Debug, Clone)]
+pub struct DrainSettings {
+    pub container: String,
+    pub timeout: Duration,
+    pub undo: bool,
+    pub docker_host: Option<String>,
+    pub state_dir: PathBuf,
+    pub status_bind: SocketAddr,
+}
+
+impl DrainSettings {
+    pub fn new(args: DrainArgs) -> Result<Self, SettingsError> {
+        Ok(Self {
+            container: args.container,
+            timeout: args.timeout,
+            undo: args.undo,
+            docker_host: checks::docker_host(args.docker.docker_host)?,
             state_dir: args.state_dir.state_dir,
             status_bind: args.status.status_bind,
         })

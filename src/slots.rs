@@ -1,71 +1,33 @@
 //! Blue/green slots: which slot of each service the live frontend serves.
 //!
 //! The choice lives in one file, `<state-dir>/slots.json` (`{"web": "green"}`),
-//! and nowhere else. `teal switch` rewrites it atomically under a lock;
-//! `teal run` follows it with a file watch and re-routes. So a switch needs
-//! no write API on the (unauthenticated) status endpoint, survives a restart
-//! of either side, and can even be made while the daemon is down. A service
-//! without an entry is live on blue.
+//! and nowhere else ([`crate::state_file`]): `teal switch` rewrites it,
+//! `teal run` follows it. A service without an entry is live on blue.
 //!
-//! Routing is done on the snapshot, between the model's owner and everything
-//! that reads it. A service whose containers carry slot labels keeps the
-//! live slot's servers (and any without a slot) under its own name and gets a
+//! A service whose containers carry slot labels keeps the live slot's
+//! servers (and any without a slot) under its own name and gets a
 //! `<service>_preview` backend with the other slot's servers, which the
 //! preview listener (`--preview-bind`) serves. Render, apply and `/status`
 //! all read the routed snapshot, so runtime API commands and HAProxy's
 //! per-server states name the backends as rendered.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use tokio::sync::{mpsc, watch};
-
-use crate::apply::write_atomic;
 use crate::model::labels::{ServiceName, Slot};
 use crate::model::{Excluded, Server, Service, SlotRouting, Snapshot};
-
-/// The file under `--state-dir` that holds the choice.
-pub const FILE: &str = "slots.json";
-/// Serialises read-flip-write cycles of concurrent `teal switch`es.
-const LOCK_FILE: &str = "slots.lock";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SlotsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{path} is not valid, fix or delete it (a service without an entry is live on blue): {reason}")]
-    Invalid { path: String, reason: String },
-    #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
-}
+use crate::state_file::{self, Choice, StateFileError};
 
 /// Service name -> the slot its live frontend serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveSlots(BTreeMap<String, Slot>);
 
-impl LiveSlots {
-    pub fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join(FILE)
-    }
+impl Choice for LiveSlots {
+    const FILE: &'static str = "slots.json";
+    const LOCK_FILE: &'static str = "slots.lock";
+    const WITHOUT_IT: &'static str = "a service without an entry is live on blue";
 
-    /// The choice on disk; a missing file means every service is live on blue.
-    pub fn load(state_dir: &Path) -> Result<Self, SlotsError> {
-        let path = Self::path(state_dir);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&text).map_err(|reason| SlotsError::Invalid {
-                path: path.display().to_string(),
-                reason,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(SlotsError::Read {
-                path: path.display().to_string(),
-                source,
-            }),
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, String> {
         let raw: BTreeMap<String, String> =
             serde_json::from_str(text).map_err(|e| format!("expected {{\"SERVICE\": \"blue|green\"}}: {e}"))?;
         let mut slots = BTreeMap::new();
@@ -82,6 +44,25 @@ impl LiveSlots {
         serde_json::to_string_pretty(&self.0).unwrap_or_default() + "\n"
     }
 
+    fn route(&self, snapshot: Snapshot) -> Snapshot {
+        route(snapshot, self)
+    }
+
+    fn log_edit(&self, before: &Self) {
+        for (service, slot) in &self.0 {
+            if before.0.get(service) != Some(slot) {
+                tracing::info!(%service, live = %slot, "live slot switched");
+            }
+        }
+    }
+}
+
+impl LiveSlots {
+    /// The choice on disk; a missing file means every service is live on blue.
+    pub fn load(state_dir: &Path) -> Result<Self, StateFileError> {
+        state_file::load(state_dir)
+    }
+
     pub fn live(&self, service: &ServiceName) -> Slot {
         self.0.get(service.as_str()).copied().unwrap_or(Slot::Blue)
     }
@@ -95,29 +76,13 @@ pub fn other(slot: Slot) -> Slot {
 }
 
 /// Sets the live slot of `service` on disk (`to`, else the other one) and
-/// returns it. Concurrent callers are serialised by a lock file, so two
-/// flips give two flips, never one lost.
-pub fn store(state_dir: &Path, service: &ServiceName, to: Option<Slot>) -> Result<Slot, SlotsError> {
-    let write_error = |path: &Path, source| SlotsError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    crate::apply::create_private_dir(state_dir).map_err(|e| write_error(state_dir, e))?;
-    let lock_path = state_dir.join(LOCK_FILE);
-    let lock = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| write_error(&lock_path, e))?;
-    // Released when `lock` is dropped (or the process dies).
-    lock.lock().map_err(|e| write_error(&lock_path, e))?;
-    let mut slots = LiveSlots::load(state_dir)?;
-    let next = to.unwrap_or_else(|| other(slots.live(service)));
-    slots.0.insert(service.to_string(), next);
-    let path = LiveSlots::path(state_dir);
-    write_atomic(&path, slots.to_json().as_bytes()).map_err(|e| write_error(&path, e))?;
-    Ok(next)
+/// returns it; two concurrent flips give two flips, never one lost.
+pub fn store(state_dir: &Path, service: &ServiceName, to: Option<Slot>) -> Result<Slot, StateFileError> {
+    state_file::edit(state_dir, |slots: &mut LiveSlots| {
+        let next = to.unwrap_or_else(|| other(slots.live(service)));
+        slots.0.insert(service.to_string(), next);
+        next
+    })
 }
 
 /// The name of a service's preview backend.
@@ -177,54 +142,6 @@ pub fn route(mut snapshot: Snapshot, live: &LiveSlots) -> Snapshot {
         .excluded
         .sort_by(|a, b| a.container_name.cmp(&b.container_name));
     snapshot
-}
-
-type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
-
-/// `teal run`: routes every snapshot of the model by the choice in
-/// `<state-dir>/slots.json`, re-routing on each of its `edits` (a watch on
-/// [`LiveSlots::path`]). Render, apply and status read the returned channel.
-/// Fails when the file is not valid at start: guessing could send live
-/// traffic to the wrong slot.
-pub fn route_snapshots(
-    state_dir: &Path,
-    mut model: Snapshots,
-    mut edits: mpsc::Receiver<()>,
-) -> Result<Snapshots, SlotsError> {
-    let mut live = LiveSlots::load(state_dir)?;
-    if !live.0.is_empty() {
-        tracing::info!(slots = %live.to_json().split_whitespace().collect::<String>(), "live slots loaded");
-    }
-    let (routed_tx, routed) = watch::channel(None);
-    let state_dir = state_dir.to_owned();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                changed = model.changed() => if changed.is_err() { break },
-                Some(()) = edits.recv() => match LiveSlots::load(&state_dir) {
-                    Ok(next) if next == live => continue,
-                    Ok(next) => {
-                        for (service, slot) in &next.0 {
-                            if live.0.get(service) != Some(slot) {
-                                tracing::info!(%service, live = %slot, "live slot switched");
-                            }
-                        }
-                        live = next;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "slots edit refused; routing stays as it was");
-                        continue;
-                    }
-                },
-            }
-            let routed = model
-                .borrow_and_update()
-                .as_deref()
-                .map(|snapshot| Arc::new(route(snapshot.clone(), &live)));
-            routed_tx.send_replace(routed);
-        }
-    });
-    Ok(routed)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
     }
 
     slots::store(&settings.state_dir, service, Some(target))?;
-    let path = LiveSlots::path(&settings.state_dir);
+    let path = crate::state_file::path::<LiveSlots>(&settings.state_dir);
     if report.is_err() {
         println!(
             "{service}: {} is live, saved in {}; no daemon answers at {}, it applies the choice when it starts",

@@ -56,6 +56,9 @@ pub struct Server {
     /// Why a server is not ready (e.g. "health: starting").
     pub reason: Option<String>,
     pub slot: Option<Slot>,
+    /// Out of rotation on purpose (`teal drain`), until the container is
+    /// gone; set by `crate::drained::route`.
+    pub drained: bool,
     pub container_id: ContainerId,
     pub container_name: String,
     pub image: String,
@@ -270,6 +273,7 @@ fn server(facts: &ContainerFacts, parsed: &ServiceLabels, draining: bool, scope:
         state,
         reason,
         slot: parsed.slot,
+        drained: false,
         container_id: facts.id.clone(),
         container_name: facts.name.clone(),
         image: facts.image.clone(),

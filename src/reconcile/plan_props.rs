@@ -145,6 +145,7 @@ fn snapshot_strategy() -> impl Strategy<Value = Snapshot> {
                     state,
                     reason: None,
                     slot: None,
+                    drained: false,
                     container_id: ContainerId(format!("{i:0<64}")),
                     container_name: format!("app-{i}"),
                     image: "app:1".into(),

@@ -11,9 +11,10 @@
 //!    If one exits, turns unhealthy, is left out by teal or is late, the
 //!    replacements are removed; the old containers were never touched and
 //!    keep serving. That is the rollback; the command exits non-zero.
-//! 5. Stop the old containers with `--drain` as the grace period (teal
-//!    drains each on Docker's stop request), remove them, and give plain
-//!    (non-compose) replacements the old names.
+//! 5. Drain the old containers ([`crate::drain`]): out of rotation, then
+//!    stopped once HAProxy has no request in flight on them (at most
+//!    `--drain`), so a long request or a streamed response completes whole.
+//!    Remove them, and give plain (non-compose) replacements the old names.
 
 mod lock;
 mod plan;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::docker::replica::Plan;
 use crate::docker::{Client, DockerError};
+use crate::drain::{Idle, NotIdle};
 use crate::settings::RolloutSettings;
 use lock::{Journal, Phase, RolloutLock};
 use plan::Old;
@@ -41,7 +43,7 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
     let docker = docker.with_timeout(Duration::from_secs(120).max(settings.drain + Duration::from_secs(30)));
     let (mut lock, left) = RolloutLock::acquire(&settings.state_dir, &settings.label_prefix, service)?;
     if let Some(journal) = left {
-        recover(&docker, service, &journal, settings.drain).await;
+        recover(&docker, &settings, &journal).await;
     }
 
     let project = project(&settings, &docker).await?;
@@ -97,13 +99,13 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
     .await;
     if let Err(why) = up {
         println!("rolling back: removing the replacements; the old containers were not touched and keep serving");
-        roll_back(&docker, &replacements, settings.drain).await;
+        roll_back(&docker, &settings, &replacements).await;
         lock.finish()?;
         anyhow::bail!("rollout of {service} failed and was rolled back: {why}");
     }
 
     lock.record(&journal(Phase::Drain, &old, &replacements))?;
-    retire(&docker, &old, &replacements, settings.drain).await;
+    retire(&docker, &settings, &old, &replacements).await;
     lock.finish()?;
     println!(
         "rollout {service}: done in {}; {} new container{} {}",
@@ -200,40 +202,35 @@ fn settle(old: &Old) -> Duration {
     Duration::from_millis(old.labels.health.interval_ms) + Duration::from_secs(1)
 }
 
-/// Removes the replacements. One that was routed may be serving: it gets
-/// the drain grace period like an old container would.
-async fn roll_back(docker: &Client, replacements: &[Replacement], drain: Duration) {
-    let removals = replacements.iter().map(|r| async move {
-        let grace = if r.routed { drain } else { Duration::ZERO };
-        match stop_and_remove(docker, &r.id, grace, true).await {
+/// Removes the replacements. One that was routed may be serving: it is
+/// drained like an old container would be.
+async fn roll_back(docker: &Client, settings: &RolloutSettings, replacements: &[Replacement]) {
+    let (routed, unrouted): (Vec<&Replacement>, Vec<&Replacement>) = replacements.iter().partition(|r| r.routed);
+    let removals = unrouted.iter().map(|r| async move {
+        match stop_and_remove(docker, &r.id, Duration::ZERO, true).await {
             Ok(()) => println!("  removed {}", r.name),
-            Err(error) => println!(
-                "  could not remove {} ({}): {error}",
-                r.name,
-                &r.id[..12.min(r.id.len())]
-            ),
+            Err(error) => println!("  could not remove {} ({}): {error}", r.name, short(&r.id)),
         }
     });
-    futures::future::join_all(removals).await;
+    let routed: Vec<(&str, &str)> = routed.iter().map(|r| (r.id.as_str(), r.name.as_str())).collect();
+    futures::future::join(
+        futures::future::join_all(removals),
+        drain_and_remove(docker, settings, &routed, true),
+    )
+    .await;
 }
 
-/// Stops and removes the old containers, all at once: every replacement is
-/// UP, so the service keeps its capacity.
-async fn retire(docker: &Client, old: &[Old], replacements: &[Replacement], drain: Duration) {
+/// Drains and removes the old containers, all at once: every replacement
+/// is UP, so the service keeps its capacity.
+async fn retire(docker: &Client, settings: &RolloutSettings, old: &[Old], replacements: &[Replacement]) {
     println!(
-        "stopping {} old container{} (grace period {}; teal drains each on the stop request)",
+        "draining {} old container{}: each stops once no request is in flight on it (at most {})",
         old.len(),
         plural(old.len()),
-        seconds(drain)
+        seconds(settings.drain)
     );
-    let stops = old.iter().map(|o| async move {
-        let started = Instant::now();
-        match stop_and_remove(docker, o.id(), drain, false).await {
-            Ok(()) => println!("  stopped and removed {} ({})", o.name(), seconds(started.elapsed())),
-            Err(error) => println!("  could not stop and remove {}: {error}", o.name()),
-        }
-    });
-    futures::future::join_all(stops).await;
+    let containers: Vec<(&str, &str)> = old.iter().map(|o| (o.id(), o.name())).collect();
+    drain_and_remove(docker, settings, &containers, false).await;
     for r in replacements {
         let old = &old[r.replaces];
         if old.compose_service().is_some() {
@@ -250,6 +247,55 @@ async fn retire(docker: &Client, old: &[Old], replacements: &[Replacement], drai
     }
 }
 
+/// Takes `containers` (id, name) out of rotation, then stops each once
+/// HAProxy has no request in flight on it, or `--drain` has passed
+/// (`docker stop` with `--drain` as its grace period too), and removes it.
+/// `volumes`: also remove their anonymous volumes.
+async fn drain_and_remove(docker: &Client, settings: &RolloutSettings, containers: &[(&str, &str)], volumes: bool) {
+    if containers.is_empty() {
+        return;
+    }
+    let marked = match crate::drain::mark(docker, &settings.state_dir, containers).await {
+        Ok(()) => true,
+        Err(error) => {
+            println!("  cannot drain them ({error:#}); stopping them (teal drains each on the stop request)");
+            false
+        }
+    };
+    let stops = containers.iter().map(|&(id, name)| async move {
+        let started = Instant::now();
+        let drained = if marked {
+            crate::drain::until_idle(settings.status_bind, id, settings.drain).await
+        } else {
+            Err(NotIdle::NotApplied)
+        };
+        let waited = seconds(started.elapsed());
+        let how = match drained {
+            Ok(Idle::Idle) => format!("idle after {waited}"),
+            Ok(Idle::NotRouted(why)) | Err(NotIdle::NotRouted(why)) => format!("not in rotation ({why})"),
+            Err(NotIdle::InFlight(n)) => format!(
+                "still {n} request{} in flight after {waited}, stopped anyway",
+                plural(n as usize)
+            ),
+            Err(NotIdle::NotApplied) => format!(
+                "still in rotation after {waited}: does teal run with --state-dir {}? Stopped anyway (teal \
+                 drains it on the stop request)",
+                settings.state_dir.display()
+            ),
+            Err(NotIdle::NoAnswer(error)) => format!("cannot tell when it is idle ({error}), stopped"),
+        };
+        match stop_and_remove(docker, id, settings.drain, volumes).await {
+            Ok(()) => println!("  {name}: {how}; stopped and removed ({})", seconds(started.elapsed())),
+            Err(error) => println!("  {name}: {how}; could not stop and remove it: {error}"),
+        }
+    });
+    futures::future::join_all(stops).await;
+}
+
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
 /// `docker stop -t GRACE` then `docker rm`; already stopped or gone is fine.
 /// `volumes`: also remove the container's anonymous volumes.
 async fn stop_and_remove(docker: &Client, id: &str, grace: Duration, volumes: bool) -> Result<(), DockerError> {
@@ -259,7 +305,7 @@ async fn stop_and_remove(docker: &Client, id: &str, grace: Duration, volumes: bo
 
 /// A rollout that died left its journal: undo or finish its last phase,
 /// so the service is whole again before this rollout starts.
-async fn recover(docker: &Client, service: &str, journal: &Journal, drain: Duration) {
+async fn recover(docker: &Client, settings: &RolloutSettings, journal: &Journal) {
     let (what, ids, volumes) = match journal.phase {
         Phase::Start => (
             "before its replacements were UP; removing them (its old containers kept serving)",
@@ -275,14 +321,12 @@ async fn recover(docker: &Client, service: &str, journal: &Journal, drain: Durat
     if ids.is_empty() {
         return; // it ended before creating anything
     }
-    println!("an earlier rollout of {service} (pid {}) ended {what}", journal.pid);
-    for id in ids {
-        let short = &id[..12.min(id.len())];
-        match stop_and_remove(docker, id, drain, volumes).await {
-            Ok(()) => println!("  removed {short}"),
-            Err(error) => println!("  could not remove {short}: {error}"),
-        }
-    }
+    println!(
+        "an earlier rollout of {} (pid {}) ended {what}",
+        settings.service, journal.pid
+    );
+    let containers: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), short(id))).collect();
+    drain_and_remove(docker, settings, &containers, volumes).await;
 }
 
 /// First SIGINT/SIGTERM: roll back (while replacements are being started

@@ -9,6 +9,7 @@
 
 mod client;
 mod held;
+mod in_flight;
 mod metrics;
 mod report;
 mod table;
@@ -57,6 +58,11 @@ impl StatusSources {
         Some(parse_servers_state(&answer))
     }
 
+    async fn in_flight(&self) -> Option<in_flight::InFlight> {
+        let answer = admin_command(&self.admin_socket, in_flight::COMMAND).await.ok()?;
+        Some(in_flight::parse_show_stat(&answer))
+    }
+
     /// The hold script's counts, by backend; `None` when HAProxy does not answer.
     async fn held_requests(&self) -> Option<HashMap<String, HeldRequests>> {
         let answer = admin_command(&self.admin_socket, "teal held").await.ok()?;
@@ -72,6 +78,14 @@ impl StatusSources {
         let mut report = StatusReport::new(&snapshot, docker, self.haproxy_states().await.as_ref(), last_reload);
         report.haproxy = self.haproxy.as_ref().map(|h| h.borrow().clone());
         report.refused = refused;
+        if let Some(in_flight) = self.in_flight().await {
+            for service in &mut report.services {
+                for server in &mut service.servers {
+                    let key = (service.name.clone(), server.name.clone());
+                    server.in_flight = in_flight.get(&key).copied();
+                }
+            }
+        }
         if let Some(held) = self.held_requests().await {
             for service in report
                 .services

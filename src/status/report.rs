@@ -70,8 +70,16 @@ pub struct ServerStatus {
     pub state: ServerState,
     pub reason: Option<String>,
     pub slot: Option<Slot>,
+    /// Out of rotation by `teal drain` (or `teal rollout`), until the
+    /// container is gone.
+    #[serde(default)]
+    pub drained: bool,
     /// `None` when HAProxy does not (yet) know the server.
     pub haproxy: Option<HaproxyState>,
+    /// Requests in flight on it in HAProxy (current sessions plus queued);
+    /// `None` when HAProxy does not answer or know the server.
+    #[serde(default)]
+    pub in_flight: Option<u64>,
 }
 
 impl ServerStatus {
@@ -208,9 +216,11 @@ impl StatusReport {
                         state: server.state,
                         reason: server.reason.clone(),
                         slot: server.slot,
+                        drained: server.drained,
                         haproxy: haproxy
                             .and_then(|states| states.get(&(service.name.to_string(), server.name.clone())))
                             .cloned(),
+                        in_flight: None,
                     })
                     .collect(),
                 held: None,
@@ -307,7 +317,8 @@ mod tests {
             "services": [{"name": "web", "mode": "http", "hosts": [], "path": null, "listen": null,
                 "live_slot": "green", "preview_of": null, "servers": [{"name": "a-1", "container_id": "c1",
                 "container_name": "a", "image": "app:1", "address": "10.0.0.2", "port": 80, "weight": 100,
-                "state": "ready", "reason": null, "slot": "green", "haproxy": "UP"}]}],
+                "state": "ready", "reason": null, "slot": "green", "drained": false, "haproxy": "UP",
+                "in_flight": 0}]}],
             "excluded": [], "last_reload": null}"#;
         let report: StatusReport = serde_json::from_str(json).unwrap();
         let server = &report.services[0].servers[0];

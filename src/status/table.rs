@@ -58,7 +58,7 @@ fn table(report: &StatusReport, colour: bool) -> String {
         }
     }
     let _ = writeln!(out);
-    let rows: Vec<[String; 6]> = report
+    let rows: Vec<[String; 7]> = report
         .services
         .iter()
         .flat_map(|service| {
@@ -74,12 +74,22 @@ fn table(report: &StatusReport, colour: bool) -> String {
                     format!("{}:{}", server.address, server.port),
                     server.state.to_string(),
                     server.haproxy.map_or_else(|| "-".into(), |h| h.to_string()),
+                    server.in_flight.map_or_else(|| "-".into(), |n| n.to_string()),
                     server.reason.clone().unwrap_or_default(),
                 ]
             })
         })
         .collect();
-    let header = ["SERVICE", "CONTAINER", "ADDRESS", "STATE", "HAPROXY", "REASON"].map(String::from);
+    let header = [
+        "SERVICE",
+        "CONTAINER",
+        "ADDRESS",
+        "STATE",
+        "HAPROXY",
+        "IN FLIGHT",
+        "REASON",
+    ]
+    .map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -161,7 +171,9 @@ mod tests {
                     state: ServerState::Ready,
                     reason: None,
                     slot: None,
+                    drained: false,
                     haproxy: Some(HaproxyState::Up),
+                    in_flight: Some(2),
                 }],
                 held: None,
             }],
@@ -175,7 +187,7 @@ mod tests {
         };
         let text = table(&report, false);
         assert!(
-            text.contains("web      web_1      172.18.0.2:8080  ready  UP"),
+            text.contains("web      web_1      172.18.0.2:8080  ready  UP       2"),
             "{text}"
         );
         assert!(

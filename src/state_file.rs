@@ -1,0 +1,139 @@
+//! The operator's choices that `teal run` follows from files in
+//! `--state-dir`: the live blue/green slots (`slots.json`, `teal switch`)
+//! and the drained containers (`drained.json`, `teal drain`).
+//!
+//! Each choice is one JSON file, rewritten atomically under a lock by its
+//! command and watched by the daemon, which routes every snapshot of the
+//! model through it, between the model's owner and everything that reads
+//! it. So a choice needs no write API on the (unauthenticated) status
+//! endpoint, survives a restart of either side, and can be made while the
+//! daemon is down.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::apply::write_atomic;
+use crate::model::Snapshot;
+
+/// One kind of choice and its file.
+pub trait Choice: Default + PartialEq + Send + Sync + Sized + 'static {
+    /// Its file under `--state-dir`.
+    const FILE: &'static str;
+    /// Serialises read-edit-write cycles of concurrent commands.
+    const LOCK_FILE: &'static str;
+    /// What deleting the file would mean, for the error that says to.
+    const WITHOUT_IT: &'static str;
+
+    fn parse(text: &str) -> Result<Self, String>;
+    fn to_json(&self) -> String;
+    /// The snapshot with this choice applied. Pure.
+    fn route(&self, snapshot: Snapshot) -> Snapshot;
+    /// Logs what a picked-up edit changed from `before`.
+    fn log_edit(&self, before: &Self);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not valid, fix or delete it ({without_it}): {reason}")]
+    Invalid {
+        path: String,
+        reason: String,
+        without_it: &'static str,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+pub fn path<C: Choice>(state_dir: &Path) -> PathBuf {
+    state_dir.join(C::FILE)
+}
+
+/// The choice on disk; a missing file is the default.
+pub fn load<C: Choice>(state_dir: &Path) -> Result<C, StateFileError> {
+    let path = path::<C>(state_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => C::parse(&text).map_err(|reason| StateFileError::Invalid {
+            path: path.display().to_string(),
+            reason,
+            without_it: C::WITHOUT_IT,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(C::default()),
+        Err(source) => Err(StateFileError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Loads the choice, lets `edit` change it and writes it back, all under
+/// a lock file, so two concurrent edits give both, never one lost.
+pub fn edit<C: Choice, R>(state_dir: &Path, edit: impl FnOnce(&mut C) -> R) -> Result<R, StateFileError> {
+    let write_error = |path: &Path, source| StateFileError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    crate::apply::create_private_dir(state_dir).map_err(|e| write_error(state_dir, e))?;
+    let lock_path = state_dir.join(C::LOCK_FILE);
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| write_error(&lock_path, e))?;
+    // Released when `lock` is dropped (or the process dies).
+    lock.lock().map_err(|e| write_error(&lock_path, e))?;
+    let mut choice = load::<C>(state_dir)?;
+    let result = edit(&mut choice);
+    let path = path::<C>(state_dir);
+    write_atomic(&path, choice.to_json().as_bytes()).map_err(|e| write_error(&path, e))?;
+    Ok(result)
+}
+
+pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// `teal run`: routes every snapshot of `model` through the choice in its
+/// file, again on each of its `edits` (a watch on [`path`]). Fails when the
+/// file is not valid at start: guessing could send traffic where the
+/// operator said not to. An edit that is not valid is refused, logged, and
+/// the last choice stays.
+pub fn route_snapshots<C: Choice>(
+    state_dir: &Path,
+    mut model: Snapshots,
+    mut edits: mpsc::Receiver<()>,
+) -> Result<Snapshots, StateFileError> {
+    let mut choice = load::<C>(state_dir)?;
+    if choice != C::default() {
+        let compact: String = choice.to_json().split_whitespace().collect();
+        tracing::info!(file = C::FILE, choice = %compact, "loaded");
+    }
+    let (routed_tx, routed) = watch::channel(None);
+    let state_dir = state_dir.to_owned();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = model.changed() => if changed.is_err() { break },
+                Some(()) = edits.recv() => match load::<C>(&state_dir) {
+                    Ok(next) if next == choice => continue,
+                    Ok(next) => {
+                        next.log_edit(&choice);
+                        choice = next;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "edit refused; routing stays as it was");
+                        continue;
+                    }
+                },
+            }
+            let routed = model
+                .borrow_and_update()
+                .as_deref()
+                .map(|snapshot| Arc::new(choice.route(snapshot.clone())));
+            routed_tx.send_replace(routed);
+        }
+    });
+    Ok(routed)
+}
