@@ -92,7 +92,7 @@ pub struct LoadStats {
     pub failures: u64,
     /// Failure reason -> count (connect errors, timeouts, non-2xx).
     pub errors: BTreeMap<String, u64>,
-    /// Body (which container served) -> when and how often.
+    /// The body's first word (which container served) -> when and how often.
     pub seen: HashMap<String, Seen>,
 }
 
@@ -117,6 +117,12 @@ pub struct Load {
 
 impl Load {
     pub fn start(addr: SocketAddr, clients: usize) -> Load {
+        Self::start_on(addr, clients, "/", |_| true)
+    }
+
+    /// GETs `path`; a 2xx answer for which `whole` is false (a body cut
+    /// short) counts as failed, as "truncated".
+    pub fn start_on(addr: SocketAddr, clients: usize, path: &'static str, whole: fn(&Response) -> bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(LoadStats::default()));
         let clients = (0..clients)
@@ -125,13 +131,19 @@ impl Load {
                 let stats = stats.clone();
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        let result = get(addr, "localhost", "/").await;
+                        let result = get(addr, "localhost", path).await;
                         let now = Instant::now();
                         let mut s = stats.lock().unwrap();
                         s.requests += 1;
                         match result {
+                            Ok(r) if (200..300).contains(&r.status) && !whole(&r) => {
+                                s.failures += 1;
+                                *s.errors.entry("truncated".to_owned()).or_default() += 1;
+                            }
                             Ok(r) if (200..300).contains(&r.status) => {
-                                let seen = s.seen.entry(r.body.trim().to_owned()).or_default();
+                                // A body's first word says which container served it.
+                                let server = r.body.split_whitespace().next().unwrap_or_default();
+                                let seen = s.seen.entry(server.to_owned()).or_default();
                                 seen.count += 1;
                                 seen.first.get_or_insert(now);
                                 seen.last = Some(now);

@@ -9,10 +9,17 @@
 //! - `teal`: the `teal run` fixture (temp state dir, own ports, log on failure).
 //! - `http`: a raw HTTP/1.1 client and a new-connection-per-request load generator.
 //! - `dockerd`: a private, throw-away Docker daemon for the reconnect test.
+//! - `app_image`: the compiled app server (integration/bench/app.rs) in a
+//!   test image, for responses busybox cannot give (streamed over a second).
 //!
 //! Isolation: every test has its own label prefix (`tt<pid>n<counter>`), so the
 //! tests share the machine's daemon and still run in parallel.
 
+// Shared with the benchmarks, which also use its image name.
+#[allow(dead_code)]
+#[path = "bench/app.rs"]
+mod app;
+mod app_image;
 mod compose;
 mod docker;
 mod dockerd;
@@ -25,6 +32,7 @@ mod cli;
 mod compose_deploy;
 mod dataplane;
 mod discovery;
+mod drain;
 mod examples;
 mod health;
 mod hold;

@@ -18,6 +18,7 @@ use anyhow::Context as _;
 
 use crate::docker::Client;
 use crate::drained::{self, Drained};
+use crate::model::ServerState;
 use crate::settings::DrainSettings;
 use crate::state_file;
 use crate::status::{self, HaproxyState, ServerStatus, StatusReport};
@@ -202,7 +203,7 @@ async fn undo(settings: &DrainSettings, id: &str, name: &str) -> anyhow::Result<
                 .find(|s| s.container_id == id)
         });
         match server {
-            Some(server) if !server.drained => {
+            Some(server) if !server.drained && !still_draining(server) => {
                 println!(
                     "{name}: back in rotation (teal: {}, HAProxy: {})",
                     server.state,
@@ -230,6 +231,11 @@ async fn undo(settings: &DrainSettings, id: &str, name: &str) -> anyhow::Result<
             Some(_) => tokio::time::sleep(POLL).await,
         }
     }
+}
+
+/// HAProxy has not yet been told it is ready again.
+fn still_draining(server: &ServerStatus) -> bool {
+    server.state == ServerState::Ready && server.haproxy == Some(HaproxyState::Drain) && server.weight != 0
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
-//! The app the rollout scenarios deploy: this benchmark's own binary run as
-//! `rollout serve` inside a container, answering every request with its
-//! hostname (the container's short id).
+//! The app the rollout scenarios and the integration tests deploy: a
+//! compiled binary run inside a container (the benchmark's own, as
+//! `rollout serve`; the integration tests', through `app_image`). `/`
+//! answers with the hostname (the container's short id); `/stream?ms=N`
+//! sends the same in [`STREAM_PIECES`] pieces over N ms, ending with
+//! [`STREAM_END`], so a response cut short shows.
 //!
 //! Why not the test image's busybox httpd: it forks a process per connection
 //! and listens with a backlog of 9, so at 1,000 connections a second it drops
@@ -13,24 +16,31 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 pub const IMAGE: &str = "teal-bench-app:latest";
 
+/// A streamed body comes in this many pieces, the last ending with [`STREAM_END`].
+pub const STREAM_PIECES: u32 = 10;
+pub const STREAM_END: &str = "end\n";
+
 /// Serves HTTP/1.1 on 0.0.0.0:8080 until killed.
 pub fn serve() {
-    let body = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let hostname: &'static str = Box::leak(hostname.trim().to_owned().into_boxed_str());
     let response: &'static str = Box::leak(
         format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{hostname}\n",
+            hostname.len() + 1
         )
         .into_boxed_str(),
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .expect("runtime");
     runtime.block_on(async {
@@ -40,7 +50,7 @@ pub fn serve() {
         let listener = socket.listen(1024).expect("listen");
         loop {
             if let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(connection(stream, response));
+                tokio::spawn(connection(stream, hostname, response));
             }
         }
     });
@@ -48,12 +58,13 @@ pub fn serve() {
 
 /// Answers each request on the connection until the client closes it or
 /// asks to (`Connection: close`).
-async fn connection(stream: TcpStream, response: &'static str) {
+async fn connection(stream: TcpStream, hostname: &'static str, response: &'static str) {
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
     loop {
         let mut close = false;
+        let mut target = None;
         // The request head; bodies are not expected (GET and health checks).
         loop {
             line.clear();
@@ -65,36 +76,78 @@ async fn connection(stream: TcpStream, response: &'static str) {
             if header.is_empty() {
                 break;
             }
+            if target.is_none() {
+                target = header.split_whitespace().nth(1).map(str::to_owned);
+            }
             if header == "connection: close" || header.ends_with(" http/1.0") {
                 close = true;
             }
         }
-        if stream.get_mut().write_all(response.as_bytes()).await.is_err() || close {
+        let sent = match target.as_deref().and_then(stream_ms) {
+            Some(ms) => send_stream(stream.get_mut(), hostname, ms).await,
+            None => stream.get_mut().write_all(response.as_bytes()).await,
+        };
+        if sent.is_err() || close {
             return;
         }
     }
 }
 
-/// Builds [`IMAGE`]: the test image plus this binary and the shared
-/// libraries it links, with `rollout serve` as its command. Rebuilt on every
-/// run so it always holds the binary being measured.
-pub fn build_image() {
-    let exe = std::env::current_exe().expect("own executable");
-    let context = std::env::temp_dir().join(format!("teal-bench-app-{}", std::process::id()));
+/// `/stream?ms=N`: N, or 1000 without it.
+fn stream_ms(target: &str) -> Option<u64> {
+    let query = target.strip_prefix("/stream")?;
+    let query = query.strip_prefix('?').unwrap_or(query);
+    Some(
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("ms=")?.parse().ok())
+            .unwrap_or(1000),
+    )
+}
+
+/// The head at once, then a piece every `ms / STREAM_PIECES`: piece i is
+/// `HOSTNAME i/PIECES\n`, the last followed by [`STREAM_END`].
+async fn send_stream(stream: &mut TcpStream, hostname: &str, ms: u64) -> std::io::Result<()> {
+    let pieces: Vec<String> = (1..=STREAM_PIECES)
+        .map(|i| format!("{hostname} {i}/{STREAM_PIECES}\n"))
+        .collect();
+    let length = pieces.iter().map(String::len).sum::<usize>() + STREAM_END.len();
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let every = Duration::from_millis(ms) / STREAM_PIECES;
+    for (i, piece) in pieces.iter().enumerate() {
+        tokio::time::sleep(every).await;
+        stream.write_all(piece.as_bytes()).await?;
+        if i + 1 == pieces.len() {
+            stream.write_all(STREAM_END.as_bytes()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the image `tag`: `base` (the test image) plus the executable
+/// `exe` at `/app` and the shared libraries it links, running `command`.
+/// `env`: `KEY=VALUE` pairs.
+pub fn build_image(tag: &str, base: &str, exe: &Path, command: &[&str], env: &[&str]) {
+    let context = std::env::temp_dir().join(format!("teal-app-image-{}", std::process::id()));
     let rootfs = context.join("rootfs");
     std::fs::create_dir_all(&rootfs).expect("build context");
-    copy_into(&rootfs, &exe, Path::new("/app"));
-    for library in linked_libraries(&exe) {
+    copy_into(&rootfs, exe, Path::new("/app"));
+    for library in linked_libraries(exe) {
         copy_into(&rootfs, &library, &library);
     }
-    let dockerfile = format!(
-        "FROM {}\nCOPY rootfs/ /\nEXPOSE 8080\nCMD [\"/app\", \"serve\"]\n",
-        super::stack::IMAGE
+    let quoted: Vec<String> = command.iter().map(|arg| format!("{arg:?}")).collect();
+    let mut dockerfile = format!(
+        "FROM {base}\nCOPY rootfs/ /\nEXPOSE 8080\nCMD [{}]\n",
+        quoted.join(", ")
     );
+    for pair in env {
+        dockerfile.push_str(&format!("ENV {pair}\n"));
+    }
     std::fs::write(context.join("Dockerfile"), dockerfile).expect("Dockerfile");
-    let previous = image_id();
+    let previous = image_id(tag);
     let out = Command::new("docker")
-        .args(["build", "-q", "-t", IMAGE])
+        .args(["build", "-q", "-t", tag])
         .arg(&context)
         .env("DOCKER_BUILDKIT", "0")
         .output()
@@ -102,18 +155,18 @@ pub fn build_image() {
     let _ = std::fs::remove_dir_all(&context);
     assert!(
         out.status.success(),
-        "docker build of {IMAGE} failed: {}",
+        "docker build of {tag} failed: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    // The last run's build is left untagged: remove it unless unchanged.
-    if let Some(previous) = previous.filter(|id| Some(id) != image_id().as_ref()) {
+    // A rebuilt tag leaves the previous build untagged: remove it unless unchanged.
+    if let Some(previous) = previous.filter(|id| Some(id) != image_id(tag).as_ref()) {
         let _ = Command::new("docker").args(["image", "rm", &previous]).output();
     }
 }
 
-fn image_id() -> Option<String> {
+pub fn image_id(tag: &str) -> Option<String> {
     let out = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", IMAGE])
+        .args(["image", "inspect", "--format", "{{.Id}}", tag])
         .output()
         .ok()?;
     out.status

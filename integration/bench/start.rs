@@ -43,6 +43,8 @@ pub fn main<F: Future<Output = ()>>(default_seconds: u64, bench: impl FnOnce(Ben
         "bash",
         &[concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-images.sh")],
     );
-    app::build_image();
+    // Rebuilt on every run, so it always holds the binary being measured.
+    let exe = std::env::current_exe().expect("own executable");
+    app::build_image(app::IMAGE, crate::stack::IMAGE, &exe, &["/app", "serve"], &[]);
     tokio::runtime::Runtime::new().expect("runtime").block_on(bench(args));
 }

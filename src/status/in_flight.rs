@@ -6,12 +6,10 @@
 
 use std::collections::HashMap;
 
+use super::HOLD_SERVER;
+
 /// `show stat` limited to servers (every proxy, type 4, every server).
 pub const COMMAND: &str = "show stat -1 4 -1";
-
-/// The hold's own config-only server in every http backend: not a
-/// container, never reported.
-const HOLD_SERVER: &str = "teal_hold";
 
 /// (backend, server) -> requests in flight.
 pub type InFlight = HashMap<(String, String), u64>;

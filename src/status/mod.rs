@@ -38,6 +38,10 @@ pub use report::{
 };
 pub use table::print_table;
 
+/// The hold's own config-only server in every http backend: not a
+/// container, so never read from HAProxy's per-server answers.
+const HOLD_SERVER: &str = "teal_hold";
+
 /// Read handles on the state other tasks own.
 #[derive(Clone)]
 pub struct StatusSources {

@@ -83,9 +83,15 @@ pub struct ServerStatus {
 }
 
 impl ServerStatus {
-    /// Teal routes it and HAProxy says UP.
+    /// Teal routes it and HAProxy says UP (DRAIN for one whose label
+    /// weight is 0: see [`parse_servers_state`]).
     pub fn is_up(&self) -> bool {
-        self.state == ServerState::Ready && self.haproxy == Some(HaproxyState::Up)
+        let up = match self.haproxy {
+            Some(HaproxyState::Up) => true,
+            Some(HaproxyState::Drain) => self.weight == 0,
+            _ => false,
+        };
+        self.state == ServerState::Ready && up
     }
 }
 
@@ -250,20 +256,25 @@ impl StatusReport {
 /// Parses `show servers state` (format version 1) into HAProxy's state of
 /// each server. Admin flags: 0x23 = forced, inherited or resolution
 /// maintenance (0x04 alone only says "disabled in the config" and does not
-/// stop traffic); 0x18 = drain.
+/// stop traffic); 0x18 = drain. A server UP with weight 0 is draining too,
+/// as HAProxy defines drain: that is how a config renders a draining
+/// server, so a freshly started HAProxy shows teal's drained servers so.
 pub fn parse_servers_state(answer: &str) -> HaproxyStates {
     let mut states = HashMap::new();
     for line in answer.lines().filter(|l| !l.starts_with('#')) {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let [_, backend, _, server, _, op, admin, ..] = fields.as_slice() else {
+        let [_, backend, _, server, _, op, admin, weight, ..] = fields.as_slice() else {
             continue;
         };
-        let (Ok(op), Ok(admin)) = (op.parse::<u32>(), admin.parse::<u32>()) else {
+        if *server == super::HOLD_SERVER {
+            continue;
+        }
+        let (Ok(op), Ok(admin), Ok(weight)) = (op.parse::<u32>(), admin.parse::<u32>(), weight.parse::<u32>()) else {
             continue;
         };
         let state = if admin & 0x23 != 0 {
             HaproxyState::Maint
-        } else if admin & 0x18 != 0 {
+        } else if admin & 0x18 != 0 || (op == 2 && weight == 0) {
             HaproxyState::Drain
         } else {
             match op {
@@ -288,14 +299,17 @@ mod tests {
             3 web 1 a-1 10.0.0.2 2 4 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
             3 web 2 b-2 10.0.0.3 0 5 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
             3 web 3 c-3 10.0.0.4 2 8 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
-            3 web 4 d-4 10.0.0.5 0 0 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n";
+            3 web 4 d-4 10.0.0.5 0 0 100 100 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
+            3 web 5 e-5 10.0.0.6 2 0 0 0 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n\
+            3 web 6 teal_hold 127.0.0.1 2 0 1 1 0 6 3 1 6 0 0 0 - 8080 - 0 0 - - 0\n";
         let states = parse_servers_state(answer);
         let get = |s: &str| states[&("web".to_string(), s.to_string())];
         use HaproxyState::{Down, Drain, Maint, Up};
         assert_eq!(
-            (get("a-1"), get("b-2"), get("c-3"), get("d-4")),
-            (Up, Maint, Drain, Down)
+            (get("a-1"), get("b-2"), get("c-3"), get("d-4"), get("e-5")),
+            (Up, Maint, Drain, Down, Drain)
         );
+        assert!(!states.contains_key(&("web".to_string(), "teal_hold".to_string())));
     }
 
     #[test]
