@@ -19,7 +19,8 @@ use crate::model::{ServerState, Snapshot};
 use crate::state_file::{self, Choice, StateFileError};
 
 /// Container id -> its name when it was drained.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
 pub struct Drained(BTreeMap<String, String>);
 
 /// The reason `/status` and the template context give for a drained server.
@@ -42,13 +43,18 @@ impl Choice for Drained {
         Ok(Self(raw))
     }
 
-    fn to_json(&self) -> String {
-        // A map of strings always serializes.
-        serde_json::to_string_pretty(&self.0).unwrap_or_default() + "\n"
-    }
-
-    fn route(&self, snapshot: Snapshot) -> Snapshot {
-        route(snapshot, self)
+    /// Every drained container's server in the `drain` state. Pure.
+    fn route(&self, mut snapshot: Snapshot) -> Snapshot {
+        let servers = snapshot.services.iter_mut().flat_map(|s| s.servers.iter_mut());
+        for server in servers.filter(|s| self.contains(&s.container_id.0)) {
+            server.drained = true;
+            server.state = ServerState::Drain;
+            server.reason = Some(match server.reason.take() {
+                Some(other) => format!("{REASON}; {other}"),
+                None => REASON.to_owned(),
+            });
+        }
+        snapshot
     }
 
     fn log_edit(&self, before: &Self) {
@@ -96,20 +102,6 @@ pub fn undo(state_dir: &Path, id: &str) -> Result<bool, StateFileError> {
     state_file::edit(state_dir, |drained: &mut Drained| drained.0.remove(id).is_some())
 }
 
-/// Every drained container's server in the `drain` state. Pure.
-pub fn route(mut snapshot: Snapshot, drained: &Drained) -> Snapshot {
-    let servers = snapshot.services.iter_mut().flat_map(|s| s.servers.iter_mut());
-    for server in servers.filter(|s| drained.contains(&s.container_id.0)) {
-        server.drained = true;
-        server.state = ServerState::Drain;
-        server.reason = Some(match server.reason.take() {
-            Some(other) => format!("{REASON}; {other}"),
-            None => REASON.to_owned(),
-        });
-    }
-    snapshot
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,7 +123,7 @@ mod tests {
         inventory.apply(ContainerUpdate::Upsert(facts(&id('c'), "web", "10.0.0.4")));
         let snapshot = inventory.snapshot(&scope());
         let drained = Drained::parse(&format!(r#"{{"{}": "app-a", "{}": "app-b"}}"#, id('a'), id('b'))).unwrap();
-        let routed = route(snapshot, &drained);
+        let routed = drained.route(snapshot);
         let states: Vec<(ServerState, bool, Option<&str>)> = routed.services[0]
             .servers
             .iter()

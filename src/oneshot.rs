@@ -5,6 +5,7 @@ use crate::docker;
 use crate::model::{ContainerUpdate, Inventory, Snapshot};
 use crate::render::{Context, ContextSettings, Renderer, HOLD_SCRIPT};
 use crate::settings::{Settings, StatusSettings};
+use crate::state_file::Choice as _;
 use crate::status;
 
 /// Lists once and builds the snapshot: the shared start of `render` and `check`.
@@ -20,10 +21,7 @@ async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
     let live_slots = crate::slots::LiveSlots::load(&settings.state_dir)?;
     let drained = crate::drained::Drained::load(&settings.state_dir)?;
     let snapshot = inventory.snapshot(&crate::model_owner::scope(settings).await?);
-    Ok(crate::drained::route(
-        crate::slots::route(snapshot, &live_slots),
-        &drained,
-    ))
+    Ok(drained.route(live_slots.route(snapshot)))
 }
 
 /// `teal render`: print the config (or with `context`, the template context).

@@ -19,7 +19,8 @@ use crate::model::{Excluded, Server, Service, SlotRouting, Snapshot};
 use crate::state_file::{self, Choice, StateFileError};
 
 /// Service name -> the slot its live frontend serves.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
 pub struct LiveSlots(BTreeMap<String, Slot>);
 
 impl Choice for LiveSlots {
@@ -39,13 +40,57 @@ impl Choice for LiveSlots {
         Ok(Self(slots))
     }
 
-    fn to_json(&self) -> String {
-        // A map of strings to slots always serializes.
-        serde_json::to_string_pretty(&self.0).unwrap_or_default() + "\n"
-    }
-
-    fn route(&self, snapshot: Snapshot) -> Snapshot {
-        route(snapshot, self)
+    /// Splits each service with slot labels into its live backend and its
+    /// `<service>_preview` backend. Pure.
+    fn route(&self, mut snapshot: Snapshot) -> Snapshot {
+        let taken: BTreeSet<ServiceName> = snapshot.services.iter().map(|s| s.name.clone()).collect();
+        let mut previews = Vec::new();
+        for service in &mut snapshot.services {
+            if service.servers.iter().all(|s| s.slot.is_none()) {
+                continue;
+            }
+            let live_slot = self.live(&service.name);
+            let (on_preview, on_live): (Vec<Server>, Vec<Server>) = std::mem::take(&mut service.servers)
+                .into_iter()
+                .partition(|s| s.slot.is_some_and(|slot| slot != live_slot));
+            service.servers = on_live;
+            service.slots = Some(SlotRouting {
+                live: live_slot,
+                preview_of: None,
+            });
+            let name = preview_name(&service.name).and_then(|name| {
+                if taken.contains(&name) {
+                    Err(format!(
+                        "no preview backend for {}: a service is named {name}",
+                        service.name
+                    ))
+                } else {
+                    Ok(name)
+                }
+            });
+            match name {
+                Ok(name) => previews.push(Service {
+                    name,
+                    servers: on_preview,
+                    slots: Some(SlotRouting {
+                        live: live_slot,
+                        preview_of: Some(service.name.clone()),
+                    }),
+                    ..service.clone()
+                }),
+                Err(reason) => snapshot.excluded.extend(on_preview.into_iter().map(|s| Excluded {
+                    container_id: s.container_id,
+                    container_name: s.container_name,
+                    reason: reason.clone(),
+                })),
+            }
+        }
+        snapshot.services.extend(previews);
+        snapshot.services.sort_by(|a, b| a.name.cmp(&b.name));
+        snapshot
+            .excluded
+            .sort_by(|a, b| a.container_name.cmp(&b.container_name));
+        snapshot
     }
 
     fn log_edit(&self, before: &Self) {
@@ -91,59 +136,6 @@ pub fn preview_name(service: &ServiceName) -> Result<ServiceName, String> {
         .map_err(|reason| format!("no preview backend for {service}: {service}_preview {reason}"))
 }
 
-/// Splits each service with slot labels into its live backend and its
-/// `<service>_preview` backend, as `live` says. Pure.
-pub fn route(mut snapshot: Snapshot, live: &LiveSlots) -> Snapshot {
-    let taken: BTreeSet<ServiceName> = snapshot.services.iter().map(|s| s.name.clone()).collect();
-    let mut previews = Vec::new();
-    for service in &mut snapshot.services {
-        if service.servers.iter().all(|s| s.slot.is_none()) {
-            continue;
-        }
-        let live_slot = live.live(&service.name);
-        let (on_preview, on_live): (Vec<Server>, Vec<Server>) = std::mem::take(&mut service.servers)
-            .into_iter()
-            .partition(|s| s.slot.is_some_and(|slot| slot != live_slot));
-        service.servers = on_live;
-        service.slots = Some(SlotRouting {
-            live: live_slot,
-            preview_of: None,
-        });
-        let name = preview_name(&service.name).and_then(|name| {
-            if taken.contains(&name) {
-                Err(format!(
-                    "no preview backend for {}: a service is named {name}",
-                    service.name
-                ))
-            } else {
-                Ok(name)
-            }
-        });
-        match name {
-            Ok(name) => previews.push(Service {
-                name,
-                servers: on_preview,
-                slots: Some(SlotRouting {
-                    live: live_slot,
-                    preview_of: Some(service.name.clone()),
-                }),
-                ..service.clone()
-            }),
-            Err(reason) => snapshot.excluded.extend(on_preview.into_iter().map(|s| Excluded {
-                container_id: s.container_id,
-                container_name: s.container_name,
-                reason: reason.clone(),
-            })),
-        }
-    }
-    snapshot.services.extend(previews);
-    snapshot.services.sort_by(|a, b| a.name.cmp(&b.name));
-    snapshot
-        .excluded
-        .sort_by(|a, b| a.container_name.cmp(&b.container_name));
-    snapshot
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,13 +162,13 @@ mod tests {
     #[test]
     fn services_without_slots_are_left_alone() {
         let before = snapshot(&[("a", None), ("b", None)]);
-        assert_eq!(route(before.clone(), &LiveSlots::default()), before);
+        assert_eq!(LiveSlots::default().route(before.clone()), before);
     }
 
     #[test]
     fn blue_is_live_until_switched() {
         let snap = snapshot(&[("a", Some("blue")), ("b", Some("green")), ("c", None)]);
-        let routed = route(snap.clone(), &LiveSlots::default());
+        let routed = LiveSlots::default().route(snap.clone());
         assert_eq!(servers(&routed, "web"), ["app-a", "app-c"]);
         assert_eq!(servers(&routed, "web_preview"), ["app-b"]);
         let preview = &routed.services[1];
@@ -186,7 +178,7 @@ mod tests {
         );
 
         let green = LiveSlots::parse(r#"{"web": "green"}"#).unwrap();
-        let routed = route(snap, &green);
+        let routed = green.route(snap);
         assert_eq!(servers(&routed, "web"), ["app-b", "app-c"]);
         assert_eq!(servers(&routed, "web_preview"), ["app-a"]);
         assert_eq!(routed.services[0].slots.as_ref().unwrap().live, Slot::Green);
@@ -199,7 +191,7 @@ mod tests {
         other.name = ServiceName::parse("web_preview").unwrap();
         other.servers.clear();
         snap.services.push(other);
-        let routed = route(snap, &LiveSlots::default());
+        let routed = LiveSlots::default().route(snap);
         assert_eq!(routed.excluded.len(), 1);
         assert!(
             routed.excluded[0].reason.contains("web_preview"),
@@ -213,7 +205,7 @@ mod tests {
         use crate::render::{Context, ContextSettings, Renderer, DEFAULT_TEMPLATE};
         let mut snap = snapshot(&[("a", Some("blue")), ("b", Some("green"))]);
         snap.services[0].hosts = vec![crate::model::labels::HostName::parse("shop.example").unwrap()];
-        let routed = route(snap, &LiveSlots::default());
+        let routed = LiveSlots::default().route(snap);
         let settings = crate::settings::Settings {
             preview_bind: Some("127.0.0.1:8081".parse().unwrap()),
             ..Default::default()

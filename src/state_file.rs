@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, watch};
 use crate::apply::write_atomic;
 use crate::model::Snapshot;
 
-/// One kind of choice and its file.
-pub trait Choice: Default + PartialEq + Send + Sync + Sized + 'static {
+/// One kind of choice and its file (the value serialized as it is).
+pub trait Choice: Default + PartialEq + serde::Serialize + Send + Sync + Sized + 'static {
     /// Its file under `--state-dir`.
     const FILE: &'static str;
     /// Serialises read-edit-write cycles of concurrent commands.
@@ -27,7 +27,10 @@ pub trait Choice: Default + PartialEq + Send + Sync + Sized + 'static {
     const WITHOUT_IT: &'static str;
 
     fn parse(text: &str) -> Result<Self, String>;
-    fn to_json(&self) -> String;
+    fn to_json(&self) -> String {
+        // Maps of strings to strings or slots always serialize.
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
     /// The snapshot with this choice applied. Pure.
     fn route(&self, snapshot: Snapshot) -> Snapshot;
     /// Logs what a picked-up edit changed from `before`.

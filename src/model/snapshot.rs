@@ -57,7 +57,7 @@ pub struct Server {
     pub reason: Option<String>,
     pub slot: Option<Slot>,
     /// Out of rotation on purpose (`teal drain`), until the container is
-    /// gone; set by `crate::drained::route`.
+    /// gone; set by routing through `crate::drained::Drained`.
     pub drained: bool,
     pub container_id: ContainerId,
     pub container_name: String,
@@ -82,7 +82,8 @@ pub struct Service {
     /// other than its labels (no reachable address): HAProxy answers 503.
     pub servers: Vec<Server>,
     /// Blue/green routing, when the service's containers carry slot labels;
-    /// set by `crate::slots::route`, `None` otherwise.
+    /// set by routing through `crate::slots::LiveSlots`, `None`
+    /// otherwise.
     pub slots: Option<SlotRouting>,
 }
 
