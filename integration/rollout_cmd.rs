@@ -187,6 +187,19 @@ pub async fn more_requests(load: &Load, more: u64) {
     .await;
 }
 
+/// Runs `teal ARGS`, which must succeed, under `load`; keeps the load on
+/// for `more` requests, and checks that none failed. What the command
+/// printed, and what the load saw.
+pub async fn run_under_load(teal: &Teal, load: Load, args: &[&str], more: u64) -> (String, LoadStats) {
+    let (ok, output) = run_cli(teal, args).await;
+    assert!(ok, "teal {} failed:\n{output}", args.join(" "));
+    more_requests(&load, more).await;
+    let stats = load.stop().await;
+    eprintln!("{}", summary(&format!("teal {}", args.join(" ")), &stats));
+    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
+    (output, stats)
+}
+
 pub fn summary(what: &str, stats: &LoadStats) -> String {
     let mut served: Vec<String> = stats.seen.iter().map(|(b, s)| format!("{b}={}", s.count)).collect();
     served.sort();
@@ -223,12 +236,7 @@ async fn rollout_follows_the_tag_under_load() {
 
     // What a `docker pull` of a new release does: the tag moves.
     deploy.tag(&v2, "stable").await;
-    let (ok, output) = run_cli(&teal, &["rollout", "web", "--drain", "2s"]).await;
-    assert!(ok, "rollout failed:\n{output}");
-    more_requests(&load, 200).await;
-    let stats = load.stop().await;
-    eprintln!("{}", summary("rollout", &stats));
-    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
+    let (_, stats) = run_under_load(&teal, load, &["rollout", "web", "--drain", "2s"], 200).await;
 
     let new = deploy.running().await;
     assert_eq!(new.len(), 2, "{new:?}");
@@ -262,12 +270,7 @@ async fn rollback_to_a_tag_with_image_under_load() {
     let old = deploy.run("a", &v2, &[]).await;
     let load = start_load(&teal, &[short(&old)]).await;
 
-    let (ok, output) = run_cli(&teal, &["rollout", "web", "--image", &v1, "--drain", "2s"]).await;
-    assert!(ok, "rollback failed:\n{output}");
-    more_requests(&load, 200).await;
-    let stats = load.stop().await;
-    eprintln!("{}", summary("rollback", &stats));
-    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
+    run_under_load(&teal, load, &["rollout", "web", "--image", &v1, "--drain", "2s"], 200).await;
 
     let new = deploy.running().await;
     assert_eq!(new.len(), 1);

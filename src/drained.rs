@@ -28,19 +28,18 @@ pub const REASON: &str = "drained by teal drain";
 
 impl Choice for Drained {
     const FILE: &'static str = "drained.json";
-    const LOCK_FILE: &'static str = "drained.lock";
     const WITHOUT_IT: &'static str = "every drained container goes back into rotation";
 
-    fn parse(text: &str) -> Result<Self, String> {
-        let raw: BTreeMap<String, String> =
-            serde_json::from_str(text).map_err(|e| format!("expected {{\"CONTAINER ID\": \"NAME\"}}: {e}"))?;
-        for id in raw.keys() {
+    const ENTRY: &'static str = r#""CONTAINER ID": "NAME""#;
+
+    fn from_entries(entries: BTreeMap<String, String>) -> Result<Self, String> {
+        for id in entries.keys() {
             let full_id = id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !full_id {
                 return Err(format!("{id:?} is not a full container id (64 hex digits)"));
             }
         }
-        Ok(Self(raw))
+        Ok(Self(entries))
     }
 
     /// Every drained container's server in the `drain` state. Pure.

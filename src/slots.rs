@@ -25,14 +25,13 @@ pub struct LiveSlots(BTreeMap<String, Slot>);
 
 impl Choice for LiveSlots {
     const FILE: &'static str = "slots.json";
-    const LOCK_FILE: &'static str = "slots.lock";
     const WITHOUT_IT: &'static str = "a service without an entry is live on blue";
 
-    fn parse(text: &str) -> Result<Self, String> {
-        let raw: BTreeMap<String, String> =
-            serde_json::from_str(text).map_err(|e| format!("expected {{\"SERVICE\": \"blue|green\"}}: {e}"))?;
+    const ENTRY: &'static str = r#""SERVICE": "blue|green""#;
+
+    fn from_entries(entries: BTreeMap<String, String>) -> Result<Self, String> {
         let mut slots = BTreeMap::new();
-        for (service, slot) in raw {
+        for (service, slot) in entries {
             ServiceName::parse(&service).map_err(|reason| format!("service {service:?}: {reason}"))?;
             let slot = slot.parse().map_err(|reason| format!("slot {slot:?}: {reason}"))?;
             slots.insert(service, slot);

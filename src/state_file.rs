@@ -9,6 +9,7 @@
 //! endpoint, survives a restart of either side, and can be made while the
 //! daemon is down.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,14 +20,24 @@ use crate::model::Snapshot;
 
 /// One kind of choice and its file (the value serialized as it is).
 pub trait Choice: Default + PartialEq + serde::Serialize + Send + Sync + Sized + 'static {
-    /// Its file under `--state-dir`.
+    /// Its file under `--state-dir`, `NAME.json`; `NAME.lock` beside it
+    /// serialises the read-edit-write cycles of concurrent commands.
     const FILE: &'static str;
-    /// Serialises read-edit-write cycles of concurrent commands.
-    const LOCK_FILE: &'static str;
     /// What deleting the file would mean, for the error that says to.
     const WITHOUT_IT: &'static str;
 
-    fn parse(text: &str) -> Result<Self, String>;
+    /// One entry of the file, a JSON map of strings, for the error that
+    /// shows the expected shape: `"SERVICE": "blue|green"`.
+    const ENTRY: &'static str;
+
+    /// The choice from the file's entries, each checked.
+    fn from_entries(entries: BTreeMap<String, String>) -> Result<Self, String>;
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let entries = serde_json::from_str(text).map_err(|e| format!("expected {{{}}}: {e}", Self::ENTRY))?;
+        Self::from_entries(entries)
+    }
+
     fn to_json(&self) -> String {
         // Maps of strings to strings or slots always serialize.
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
@@ -80,7 +91,7 @@ pub fn edit<C: Choice, R>(state_dir: &Path, edit: impl FnOnce(&mut C) -> R) -> R
         source,
     };
     crate::apply::create_private_dir(state_dir).map_err(|e| write_error(state_dir, e))?;
-    let lock_path = state_dir.join(C::LOCK_FILE);
+    let lock_path = state_dir.join(C::FILE).with_extension("lock");
     let lock = std::fs::File::options()
         .create(true)
         .truncate(false)
