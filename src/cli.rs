@@ -163,8 +163,9 @@ pub struct SwitchArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 once HAProxy has no request in flight on the container (or it is not routed), \
-                  1 when --timeout passes first (it stays out of rotation) or no teal answers at --status-bind, \
+    after_help = "Exit status: 0 once HAProxy has no request in flight on the container (or it is not \
+                  running, or teal leaves it out), 1 when --timeout passes first (it stays out of rotation), no \
+                  teal answers at --status-bind or that teal does not route it, \
                   2 for a bad command line. The container stays drained, across restarts of teal and of the \
                   container, until it is removed or `teal drain CONTAINER --undo`. As a pre-stop hook: \
                   `teal drain web-1 --timeout 30s && docker stop web-1`."
@@ -268,7 +269,8 @@ pub struct DockerHostArgs {
 
 #[derive(Debug, Args)]
 pub struct StateDirArgs {
-    /// Directory of teal's state: HAProxy's sockets, its saved server states, the live blue/green slots.
+    /// Directory of teal's state: HAProxy's sockets, its saved server states, the live blue/green slots, the
+    /// drained containers.
     #[arg(long, env = "TEAL_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 }
