@@ -73,7 +73,7 @@ pub struct RunArgs {
     #[arg(long, env = "TEAL_RELOAD", default_value = DEFAULT_RELOAD)]
     pub reload: ReloadMode,
 
-    /// Quiet time that coalesces a burst of Docker events into one update.
+    /// Least time between two reloads, so a burst that needs one gets one; server changes never wait.
     #[arg(long, env = "TEAL_DEBOUNCE", default_value = DEFAULT_DEBOUNCE, value_parser = parse_duration)]
     pub debounce: Duration,
 }

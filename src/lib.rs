@@ -31,7 +31,7 @@
 //! - [`render`]: snapshot -> template context -> haproxy.cfg text. Pure.
 //! - [`reconcile`]: what was last applied, and the pure decision of what to
 //!   do next (nothing, runtime API commands, or a reload); its driver is the
-//!   loop with the debounce, urgency, template and certificate edits.
+//!   loop with the spacing of reloads, template and certificate edits.
 //! - [`apply`]: the executor: runtime API commands, atomic write, `haproxy
 //!   -c`, reloads, and the supervised HAProxy master.
 //! - [`status`]: `/healthz`, `/status`, `/metrics` and `teal status`.

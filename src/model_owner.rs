@@ -48,36 +48,51 @@ impl ModelOwner {
         let mut current = Snapshot::default();
         let mut listed = false;
         while let Some(report) = reports.recv().await {
-            let update = match report {
-                Report::Connected => {
-                    self.metrics.docker_connected.set(1);
-                    self.docker.send_replace(DockerStatus {
-                        connected: true,
-                        error: None,
-                    });
-                    continue;
-                }
-                Report::Disconnected(error) => {
-                    self.metrics.docker_connected.set(0);
-                    self.docker.send_replace(DockerStatus {
-                        connected: false,
-                        error: Some(error),
-                    });
-                    continue;
-                }
-                Report::Update(update) => update,
-            };
-            let resync = matches!(update, ContainerUpdate::Resync(_));
-            if !inventory.apply(update) && (listed || !resync) {
+            let mut due = self.take(report, &mut inventory, &mut listed);
+            // What queued while the last snapshot was built is one snapshot:
+            // at 10,000 containers each costs milliseconds.
+            while let Ok(report) = reports.try_recv() {
+                due |= self.take(report, &mut inventory, &mut listed);
+            }
+            if !due {
                 continue;
             }
-            listed = true;
             let next = inventory.snapshot(&self.scope);
             log_changes(&current, &next);
             self.metrics.observe_snapshot(&next);
             current = next.clone();
             self.snapshots.send_replace(Some(Arc::new(next)));
         }
+    }
+
+    /// Applies one report; true when a new snapshot is due (the inventory
+    /// changed, or the first listing arrived, even empty).
+    fn take(&self, report: Report, inventory: &mut Inventory, listed: &mut bool) -> bool {
+        let update = match report {
+            Report::Connected => {
+                self.metrics.docker_connected.set(1);
+                self.docker.send_replace(DockerStatus {
+                    connected: true,
+                    error: None,
+                });
+                return false;
+            }
+            Report::Disconnected(error) => {
+                self.metrics.docker_connected.set(0);
+                self.docker.send_replace(DockerStatus {
+                    connected: false,
+                    error: Some(error),
+                });
+                return false;
+            }
+            Report::Update(update) => update,
+        };
+        let resync = matches!(update, ContainerUpdate::Resync(_));
+        if !inventory.apply(update) && (*listed || !resync) {
+            return false;
+        }
+        *listed = true;
+        true
     }
 }
 

@@ -134,6 +134,15 @@ impl Load {
         self.first_seen.lock().unwrap().get(body).copied()
     }
 
+    /// Ends the load now, its samples unread: for a scenario that only
+    /// needs [`Load::first_seen`].
+    pub fn stop(self) {
+        for worker in &self.workers {
+            worker.abort();
+        }
+        self.runtime.shutdown_background();
+    }
+
     /// Waits for the end; samples sorted by send time, and errors by kind.
     pub async fn finish(self) -> WorkerResult {
         let mut samples = Vec::new();

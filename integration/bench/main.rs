@@ -13,6 +13,7 @@ mod app;
 // Shared with the fault benchmark, which uses more of them.
 #[allow(dead_code)]
 mod load;
+mod routable;
 #[allow(dead_code)]
 mod stack;
 mod start;
@@ -85,7 +86,7 @@ async fn run(args: start::BenchArgs) {
         burst().await;
     }
     if args.wants("event-to-routable") {
-        event_to_routable().await;
+        routable::run(&unique("e2r")).await;
     }
 }
 
@@ -321,46 +322,6 @@ async fn burst() {
         idle.as_secs(),
         cpu.as_secs_f64() / idle.as_secs_f64() * 100.0
     );
-}
-
-/// From `docker run -d` returning to the first request the new container
-/// serves, no healthcheck: 20 times, median and max.
-async fn event_to_routable() {
-    let prefix = unique("e2r");
-    let teal = Teal::start(&prefix).await;
-    let mut containers = Containers::new(&prefix);
-    let first = containers.run("web", &[], &[]);
-    let http = teal.http;
-    let served_by = async |body: &str| stack::http_get(http, "/").await.trim() == body;
-    wait_until(Duration::from_secs(20), "the first container is served", async || {
-        served_by(&first).await
-    })
-    .await;
-    let mut times = Vec::new();
-    for _ in 0..20 {
-        let id = containers.run("web", &[], &[]);
-        let started = Instant::now();
-        // Two servers in round robin: poll until the new one answers.
-        if wait_until(Duration::from_secs(10), "the new container is served", async || {
-            served_by(&id).await
-        })
-        .await
-        {
-            times.push(started.elapsed());
-        }
-        containers.stop(&id, 0);
-        containers.remove(&id);
-    }
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    if let (Some(median), Some(max)) = (times.get(times.len() / 2), times.last()) {
-        println!(
-            "\nevent-to-routable ({} runs, debounce 50ms): median {:.0} ms, max {:.0} ms",
-            times.len(),
-            ms(*median),
-            ms(*max)
-        );
-    }
 }
 
 struct Row {

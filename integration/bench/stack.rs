@@ -104,6 +104,15 @@ impl Containers {
         id
     }
 
+    /// `docker create`: [`Containers::run`] without the start; returns the full id.
+    pub fn create(&mut self, service: &str, options: &[&str], command: &[&str]) -> String {
+        self.docker_create_or_run("create", Some(service), options, command)
+    }
+
+    pub fn start(&self, id: &str) {
+        sh("docker", &["start", id]);
+    }
+
     /// Creates `n` containers without starting them.
     pub fn create_many(&mut self, service: &str, n: usize) -> Vec<String> {
         (0..n)

@@ -1,6 +1,11 @@
-//! The reconcile loop: takes each new snapshot (after the debounce), template
-//! edit or certificate change, renders, decides and has the executor apply.
+//! The reconcile loop: takes each new snapshot, template edit or
+//! certificate change, renders, decides and has the executor apply.
 //! Errors keep the last good config and are logged.
+//!
+//! A change is applied as soon as it is seen; while an apply runs, the
+//! snapshots that follow are one (the watch channel keeps the last), so a
+//! burst costs as many applies as it lasts apply times, not one per event.
+//! Only a reload waits: never less than `debounce` after the previous one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,39 +81,36 @@ impl<E: Executor> Driver<E> {
         let mut state = Reconciled::default();
         let mut template_edited = false;
         let mut certs_changed = false;
+        // Set while a reload waits for its window: the change it carries
+        // was seen then, and is applied without waiting for another.
+        let mut waiting_since: Option<Instant> = None;
         loop {
-            let retry = self.isolation.next_retry(events.snapshots.borrow().as_deref());
-            tokio::select! {
-                _ = events.shutdown.cancelled() => break,
-                changed = events.snapshots.changed() => if changed.is_err() { break },
-                // A refused service's input changed and its wait is over.
-                _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {}
-                Some(()) = events.template_edits.recv() => template_edited = true,
-                Some(()) = events.cert_changes.recv() => certs_changed = true,
-                () = self.executor.haproxy_back() => {}
-                _ = tokio::time::sleep(MIRROR_CHECK_AFTER), if state.mirror_unchecked => {
-                    self.check_mirror(&mut state).await;
-                    continue;
+            if waiting_since.is_none() {
+                let retry = self.isolation.next_retry(events.snapshots.borrow().as_deref());
+                tokio::select! {
+                    _ = events.shutdown.cancelled() => break,
+                    changed = events.snapshots.changed() => if changed.is_err() { break },
+                    // A refused service's input changed and its wait is over.
+                    _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {}
+                    Some(()) = events.template_edits.recv() => template_edited = true,
+                    Some(()) = events.cert_changes.recv() => certs_changed = true,
+                    () = self.executor.haproxy_back() => {}
+                    _ = tokio::time::sleep(MIRROR_CHECK_AFTER), if state.mirror_unchecked => {
+                        self.check_mirror(&mut state).await;
+                        continue;
+                    }
                 }
             }
-            let changed_at = Instant::now();
-            // Taking servers out of rotation (a stop, a crash, a failed health
-            // check) cannot wait: every millisecond sends requests to a server
-            // that is going away. Anything else waits out the debounce, so a
-            // burst becomes one update.
-            let urgent = events
-                .snapshots
-                .borrow()
-                .as_deref()
-                .is_some_and(|next| state.urgent(next));
-            if !urgent {
+            let changed_at = waiting_since.take().unwrap_or_else(Instant::now);
+            // A file is read once the debounce has passed since its change,
+            // so it is whole: a template caught between truncate and write
+            // renders an empty config. Docker's changes do not wait.
+            if template_edited || certs_changed {
                 tokio::select! {
                     _ = events.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(self.debounce) => {}
                 }
             }
-            // Read after the debounce, so a file being written is whole: a
-            // template caught between truncate and write renders an empty config.
             if std::mem::take(&mut template_edited) {
                 self.reload_template();
             }
@@ -131,11 +133,43 @@ impl<E: Executor> Driver<E> {
             };
             let metrics = &self.outputs.metrics;
             metrics.render_duration.observe(render_started.elapsed().as_secs_f64());
+            if let Some(opens) = self.reload_window(&mut state, &snapshot, &text) {
+                // What changes meanwhile goes into the same reload.
+                tokio::select! {
+                    _ = events.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(opens) => {}
+                }
+                waiting_since = Some(changed_at);
+                continue;
+            }
             let apply_started = Instant::now();
             let result = self.apply_isolated(&mut state, &next, snapshot, held, text).await;
             self.outputs.observe(&result, apply_started, changed_at);
         }
         self.executor
+    }
+
+    /// When applying `text` is a reload less than the debounce after the
+    /// previous one began: the instant its window opens. Reloads are what a
+    /// burst must not multiply (each starts an HAProxy worker); server
+    /// changes through the runtime API never wait, and neither does a
+    /// change that only takes servers out of rotation.
+    fn reload_window(
+        &mut self,
+        state: &mut Reconciled,
+        snapshot: &Snapshot,
+        text: &str,
+    ) -> Option<tokio::time::Instant> {
+        let opens = state.last_reload? + self.debounce;
+        if tokio::time::Instant::now() >= opens || state.urgent(snapshot) {
+            return None;
+        }
+        let rendering_changed = state.rendering_changed(&self.rendering);
+        let reload = matches!(
+            decide(state.applied(), snapshot, text, rendering_changed),
+            Decision::Reload(_)
+        );
+        reload.then_some(opens)
     }
 
     /// Decides and applies `snapshot`, rendered as `text`. A refusal is
@@ -172,6 +206,7 @@ impl<E: Executor> Driver<E> {
         let running = running.or_else(|| self.executor.running_text());
         self.check(running.as_deref(), &text).await?;
         state.mirror_unchecked = false;
+        state.last_reload = Some(tokio::time::Instant::now());
         let outcome = self.executor.reload(&text).await?;
         state.set_applied(self.applied(snapshot, text), false);
         Ok(outcome)

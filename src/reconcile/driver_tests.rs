@@ -156,27 +156,49 @@ fn lines(commands: Vec<Command>) -> Vec<String> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_burst_is_one_apply_after_the_debounce() {
+async fn a_server_change_applies_at_once() {
     let h = start(None);
     let one = snapshot(&[("a", "web")]);
     h.started(&one).await;
-    let began = Instant::now();
+    // Within the debounce of the start's reload: server changes do not wait.
+    let sent = Instant::now();
     let two = snapshot(&[("a", "web"), ("bb", "web")]);
-    let three = snapshot(&[("a", "web"), ("bb", "web"), ("ccc", "web")]);
     h.send(&two);
-    tokio::time::sleep(DEBOUNCE / 4).await;
-    h.send(&three);
     h.fake.wait_for(4).await;
-    tokio::time::sleep(DEBOUNCE * 3).await;
     assert_eq!(
         h.fake.calls()[2..],
-        [Call::Commands(lines(plan(&one, &three).unwrap())), Call::Write]
+        [Call::Commands(lines(plan(&one, &two).unwrap())), Call::Write]
     );
-    assert!(h.fake.time_of(2) - began >= DEBOUNCE);
+    assert_eq!(h.fake.time_of(2), sent);
 }
 
 #[tokio::test(start_paused = true)]
-async fn taking_a_server_out_skips_the_debounce() {
+async fn reloads_of_a_burst_are_one_after_the_window() {
+    let h = start(None);
+    let one = snapshot(&[("a", "web")]);
+    h.started(&one).await;
+    let first_reload = h.fake.time_of(1);
+    // Two new services, a quarter of the debounce apart: one reload, when
+    // the debounce since the last one is over.
+    h.send(&snapshot(&[("a", "web"), ("bb", "api")]));
+    tokio::time::sleep(DEBOUNCE / 4).await;
+    let both = snapshot(&[("a", "web"), ("bb", "api"), ("ccc", "db")]);
+    h.send(&both);
+    let calls = h.fake.wait_for(4).await;
+    let text = rendering(DEFAULT_TEMPLATE).render(&both).unwrap();
+    assert_eq!(calls[2..], [Call::Validate(text.clone()), Call::Reload(text)]);
+    assert!(h.fake.time_of(2) - first_reload >= DEBOUNCE);
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    assert_eq!(h.fake.calls().len(), 4, "one reload for the burst");
+    // After a quiet period a reload goes at once.
+    let sent = Instant::now();
+    h.send(&snapshot(&[("a", "web"), ("bb", "api")]));
+    h.fake.wait_for(6).await;
+    assert_eq!(h.fake.time_of(4), sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn taking_a_server_out_does_not_wait() {
     let h = start(None);
     let two = snapshot(&[("a", "web"), ("bb", "web")]);
     h.started(&two).await;

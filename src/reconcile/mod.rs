@@ -3,8 +3,8 @@
 //!
 //! [`decide`] is pure: from what was last applied, the next snapshot and its
 //! rendered text, it gives a [`Decision`]. The [`driver`] is the loop around
-//! it (debounce, urgency, template and certificate edits, the deferred check
-//! of the mirrored file); an [`Executor`] does the I/O (`crate::apply`).
+//! it (the spacing of reloads, urgency, template and certificate edits, the
+//! deferred check of the mirrored file); an [`Executor`] does the I/O (`crate::apply`).
 
 mod command;
 pub mod driver;
@@ -95,6 +95,8 @@ pub struct Reconciled {
     /// The file on disk holds runtime API changes `haproxy -c` has not
     /// checked yet.
     mirror_unchecked: bool,
+    /// When the last reload began: the next one waits out the debounce.
+    last_reload: Option<tokio::time::Instant>,
 }
 
 impl Reconciled {
@@ -121,7 +123,7 @@ impl Reconciled {
     }
 
     /// True when every change to `next` takes servers out of rotation: it
-    /// skips the debounce.
+    /// never waits for a reload's window.
     pub fn urgent(&self, next: &Snapshot) -> bool {
         self.applied
             .as_ref()

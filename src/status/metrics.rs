@@ -123,7 +123,7 @@ impl Default for Metrics {
         );
         r.register(
             "event_to_apply_seconds",
-            "From a change reaching teal's model to HAProxy running it (debounce included)",
+            "From a change reaching teal's model to HAProxy running it (a reload's wait for its window included)",
             metrics.event_to_apply.clone(),
         );
         r.register(
