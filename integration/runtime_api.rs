@@ -259,6 +259,7 @@ fn plan_snapshot(servers: &[(&str, u8, u16, teal::model::ServerState)]) -> teal:
                 interval_ms: 500,
             },
             https_redirect: false,
+            acme: false,
             hold: None,
             servers,
             slots: None,

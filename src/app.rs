@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::acme::Acme;
 use crate::apply::{self, Applier, Supervisor};
 use crate::docker::{self, Watcher};
 use crate::drained::Drained;
@@ -71,6 +72,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         _ => None,
     };
     let (refused_tx, refused_rx) = watch::channel(Default::default());
+    let (certificates_tx, certificates_rx) = watch::channel(Vec::new());
+    let acme = Acme::new(&settings, snapshots_rx.clone(), certificates_tx).map_err(anyhow::Error::msg)?;
     let sources = StatusSources {
         snapshots: snapshots_rx.clone(),
         docker: docker_rx,
@@ -79,6 +82,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         admin_socket: settings.admin_socket(),
         haproxy: supervisor.as_ref().map(Supervisor::status),
         refused: refused_rx,
+        certificates: certificates_rx,
     };
     let status_task = status::serve(settings.status_bind, sources, shutdown.clone()).await?;
     let docker_task = tokio::spawn(watcher.run(shutdown.clone()));
@@ -90,6 +94,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
     let model_task = tokio::spawn(model.run(reports_rx));
+    let acme_task = acme.map(|acme| tokio::spawn(acme.run(shutdown.clone())));
 
     // Without the flag, a closed channel: nothing ever arrives.
     let cert_changes = match &settings.certs {
@@ -129,6 +134,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = docker_task.await;
     let _ = swarm_task.await;
     let _ = model_task.await;
+    if let Some(task) = acme_task {
+        let _ = task.await;
+    }
     let _ = status_task.await;
     Ok(())
 }

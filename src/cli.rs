@@ -12,9 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::duration::parse_duration;
 use crate::model::labels::{parse_hold, ServiceName, Slot};
 use crate::settings::{
-    parse_certs_dir, parse_label_prefix, BindAddr, ReloadMode, SwarmMode, DEFAULT_CONFIG, DEFAULT_DEBOUNCE,
-    DEFAULT_HAPROXY, DEFAULT_HOLD, DEFAULT_HTTPS_BIND, DEFAULT_HTTP_BIND, DEFAULT_LABEL_PREFIX, DEFAULT_RELOAD,
-    DEFAULT_STATE_DIR, DEFAULT_STATUS_BIND,
+    parse_acme_email, parse_certs_dir, parse_label_prefix, BindAddr, ReloadMode, SwarmMode, DEFAULT_ACME_DIRECTORY,
+    DEFAULT_CONFIG, DEFAULT_DEBOUNCE, DEFAULT_HAPROXY, DEFAULT_HOLD, DEFAULT_HTTPS_BIND, DEFAULT_HTTP_BIND,
+    DEFAULT_LABEL_PREFIX, DEFAULT_RELOAD, DEFAULT_STATE_DIR, DEFAULT_STATUS_BIND,
 };
 
 #[derive(Debug, Parser)]
@@ -235,14 +235,36 @@ pub struct ShapeArgs {
     #[arg(long, env = "TEAL_CERTS", value_parser = parse_certs_dir)]
     pub certs: Option<PathBuf>,
 
-    /// Address of the HTTPS side of the shared frontend; used only with --certs.
+    /// Address of the HTTPS side of the shared frontend; used only with --certs or --acme-email.
     #[arg(long, env = "TEAL_HTTPS_BIND", default_value = DEFAULT_HTTPS_BIND)]
     pub https_bind: BindAddr,
+
+    #[command(flatten)]
+    pub acme: AcmeArgs,
 
     /// How long a request waits while its service has no ready server (being replaced, restarting), then a 503
     /// with Retry-After; 0 turns holding off (at most 30s; the PREFIX.hold label overrides it per service).
     #[arg(long, env = "TEAL_HOLD", default_value = DEFAULT_HOLD, value_parser = parse_hold)]
     pub hold: Duration,
+}
+
+/// Automatic HTTPS: certificates from an ACME server for the services labelled PREFIX.tls=acme.
+#[derive(Debug, Args)]
+pub struct AcmeArgs {
+    /// Turns ACME on: the contact address of teal's ACME account (the CA mails expiry warnings there). Services
+    /// labelled PREFIX.tls=acme get a certificate for each PREFIX.host name, answered through --http-bind
+    /// (HTTP-01), renewed and loaded into HAProxy without a reload [default: no ACME].
+    #[arg(long, env = "TEAL_ACME_EMAIL", value_parser = parse_acme_email)]
+    pub acme_email: Option<String>,
+
+    /// The ACME server's directory URL (Let's Encrypt's staging: https://acme-staging-v02.api.letsencrypt.org/directory).
+    #[arg(long, env = "TEAL_ACME_DIRECTORY", default_value = DEFAULT_ACME_DIRECTORY, requires = "acme_email")]
+    pub acme_directory: String,
+
+    /// PEM file of the CA certificates to trust for the ACME server's own HTTPS (a private or test ACME server)
+    /// [default: the system's trust store].
+    #[arg(long, env = "TEAL_ACME_CA_FILE", requires = "acme_email")]
+    pub acme_ca_file: Option<PathBuf>,
 }
 
 /// Which Docker daemon, and which of its containers.
@@ -356,6 +378,18 @@ mod tests {
             Duration::from_millis(2500)
         );
         assert!(hold(&["teal", "check", "--hold", "1m"]).is_err());
+    }
+
+    #[test]
+    fn acme_flags_need_an_email() {
+        let Ok(Command::Run(run)) = parse(&["teal", "run", "--acme-email", "ops@example.com"]) else {
+            panic!("not run")
+        };
+        assert_eq!(run.shape.acme.acme_email.as_deref(), Some("ops@example.com"));
+        assert_eq!(run.shape.acme.acme_directory, DEFAULT_ACME_DIRECTORY);
+        let err = parse(&["teal", "run", "--acme-directory", "https://acme.test/dir"]).unwrap_err();
+        assert!(err.contains("--acme-email"), "{err}");
+        assert!(parse(&["teal", "run", "--acme-email", "nobody"]).is_err());
     }
 
     #[test]

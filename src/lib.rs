@@ -38,6 +38,8 @@
 //! - [`isolate`]: when HAProxy refuses a config, the services responsible.
 //! - [`tls`]: the `--certs` directory: each file checked, and the files with
 //!   their digests for the template context.
+//! - [`acme`]: automatic HTTPS: certificates from an ACME server for the
+//!   `teal.tls=acme` names, renewed, and loaded through the runtime API.
 //! - `backoff`: the one retry backoff, for Docker reconnects and HAProxy
 //!   restarts.
 //! - [`watch`]: one debounced file watch for `--template`, `--certs` and
@@ -49,6 +51,7 @@
 //! - [`cli`] -> [`settings`]: the flags of each subcommand, validated into
 //!   its config before anything starts; [`duration`]: how durations are written.
 
+pub mod acme;
 pub mod app;
 pub mod apply;
 pub(crate) mod backoff;

@@ -131,6 +131,19 @@ pub struct Settings {
     pub debounce: Duration,
     /// `--hold`: how long a request waits while its service has no ready server.
     pub hold: Duration,
+    /// `--acme-email` and the rest: `None` without ACME.
+    pub acme: Option<AcmeSettings>,
+}
+
+/// Where and as whom teal asks for certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// The account's contact address.
+    pub email: String,
+    /// The directory URL of the ACME server.
+    pub directory: String,
+    /// CA certificates to trust for the ACME server's HTTPS; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 // The defaults, as `--help` shows them.
@@ -144,6 +157,7 @@ pub const DEFAULT_HTTPS_BIND: &str = ":443";
 pub const DEFAULT_STATUS_BIND: &str = "127.0.0.1:9180";
 pub const DEFAULT_DEBOUNCE: &str = "50ms";
 pub const DEFAULT_HOLD: &str = "15s";
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// What `teal run` does without flags or `TEAL_*` environment (tests start
 /// from it and set what they need).
@@ -166,6 +180,7 @@ impl Default for Settings {
             status_bind: DEFAULT_STATUS_BIND.parse().expect("the default status address parses"),
             debounce: parse_duration(DEFAULT_DEBOUNCE).expect("the default debounce parses"),
             hold: parse_duration(DEFAULT_HOLD).expect("the default hold parses"),
+            acme: None,
         }
     }
 }
@@ -218,6 +233,11 @@ impl Settings {
             https_bind: args.https_bind,
             status_bind: args.status.status_bind,
             hold: args.hold,
+            acme: args.acme.acme_email.map(|email| AcmeSettings {
+                email,
+                directory: args.acme.acme_directory,
+                ca_file: args.acme.acme_ca_file,
+            }),
             ..Self::default()
         })
     }
@@ -232,10 +252,20 @@ impl Settings {
     pub fn frontend_ports(&self) -> std::collections::BTreeSet<u16> {
         let mut ports = std::collections::BTreeSet::from([self.http_bind.port, self.status_bind.port()]);
         ports.extend(self.preview_bind.map(|b| b.port));
-        if self.certs.is_some() {
+        if self.tls() {
             ports.insert(self.https_bind.port);
         }
         ports
+    }
+
+    /// Whether HAProxy terminates TLS on `--https-bind` (`--certs`, ACME or both).
+    pub fn tls(&self) -> bool {
+        self.certs.is_some() || self.acme.is_some()
+    }
+
+    /// Where ACME keeps its account, certificates and HAProxy's files for it.
+    pub fn acme_dir(&self) -> PathBuf {
+        self.state_dir.join("acme")
     }
 
     /// HAProxy's admin-level stats socket: the runtime API.
@@ -366,6 +396,21 @@ pub fn parse_label_prefix(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err(format!("{s:?}: use letters, digits, '.', '_' and '-'"))
+    }
+}
+
+/// An account contact: one address, no spaces (it becomes a `mailto:` URL).
+pub fn parse_acme_email(s: &str) -> Result<String, String> {
+    let ok = s
+        .split_once('@')
+        .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || ",;<>\"".contains(c));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not an email address like ops@example.com"))
     }
 }
 

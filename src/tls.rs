@@ -124,6 +124,13 @@ pub fn load(dir: &Path, haproxy: &Path, crt_list: &Path) -> Result<Checked, Cert
     Ok(checked)
 }
 
+/// Whether HAProxy loads the certificate (and key) in `path`: checked once per content.
+pub fn check_file(haproxy: &Path, path: &Path) -> Result<(), String> {
+    let contents = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let sha256 = hex(&Sha256::digest(&contents));
+    check(haproxy, path, &sha256, &path.with_extension("check.cfg"))
+}
+
 /// Verdicts by HAProxy binary and certificate digest: a file is checked
 /// once per content. A memo of a pure function, so never stale.
 static VERDICTS: Mutex<Option<HashMap<VerdictKey, Result<(), String>>>> = Mutex::new(None);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::reconcile::{Command, Executor, Outcome};
 use crate::settings::{ReloadMode, Settings};
 
-pub use file::{create_private_dir, write_atomic};
+pub use file::{create_private_dir, write_atomic, write_private};
 pub use runtime::{run as run_commands, RuntimeRefused};
 pub use socket::command as admin_command;
 pub use supervisor::Supervisor;

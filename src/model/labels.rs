@@ -198,8 +198,11 @@ pub struct ServiceLabels {
     pub hold: Option<Duration>,
     pub slot: Option<Slot>,
     /// Plain-HTTP requests for this service are redirected to HTTPS (only
-    /// when teal terminates TLS, `--certs`).
+    /// when teal terminates TLS, `--certs` or `--acme-email`).
     pub https_redirect: bool,
+    /// `teal.tls=acme`: teal gets a certificate for each of `hosts` from
+    /// the ACME server (`--acme-email`).
+    pub acme: bool,
 }
 
 pub const DEFAULT_WEIGHT: u16 = 100;
@@ -224,11 +227,20 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> Result<Option<Se
             format!("a tcp service needs {}.listen, the frontend port", prefix),
         ));
     }
+    let acme = reader.get("tls", parse_tls)?.is_some();
+    let hosts = reader.get("host", parse_hosts)?.unwrap_or_default();
+    if acme && (mode == Mode::Tcp || hosts.is_empty()) {
+        return Err(reader.error(
+            "tls",
+            "acme",
+            format!("certificates are for the {prefix}.host names of an http service: set {prefix}.host"),
+        ));
+    }
     Ok(Some(ServiceLabels {
         service,
         port: reader.get("port", parse_port)?,
         network: reader.get("network", parse_network)?,
-        hosts: reader.get("host", parse_hosts)?.unwrap_or_default(),
+        hosts,
         path: reader.get("path", HttpPath::parse)?,
         mode,
         listen,
@@ -245,6 +257,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> Result<Option<Se
         hold: reader.get("hold", parse_hold)?,
         slot: reader.get("slot", str::parse)?,
         https_redirect: reader.get("https-redirect", parse_bool)?.unwrap_or(false),
+        acme,
     }))
 }
 
@@ -288,6 +301,14 @@ fn parse_bool(value: &str) -> Result<bool, String> {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         _ => Err("must be true or false".into()),
+    }
+}
+
+/// `teal.tls`: only `acme` (certificates from `--certs` need no label).
+fn parse_tls(value: &str) -> Result<(), String> {
+    match value {
+        "acme" => Ok(()),
+        _ => Err("must be acme (a certificate from the ACME server for each host name)".into()),
     }
 }
 
@@ -421,6 +442,7 @@ mod tests {
             ("teal.hold", "20s"),
             ("teal.network", "front_net"),
             ("teal.https-redirect", "true"),
+            ("teal.tls", "acme"),
         ]);
         let parsed = parse("teal", &l).unwrap().unwrap();
         let hosts: Vec<_> = parsed.hosts.iter().map(|h| h.0.as_str()).collect();
@@ -429,7 +451,7 @@ mod tests {
         assert_eq!(parsed.health.interval_ms, 2000);
         assert_eq!((parsed.weight, parsed.maxconn), (0, Some(50)));
         assert_eq!(parsed.slot, Some(Slot::Green));
-        assert!(parsed.https_redirect);
+        assert!(parsed.https_redirect && parsed.acme);
         assert_eq!(parsed.hold, Some(Duration::from_secs(20)));
     }
 
@@ -473,6 +495,7 @@ mod tests {
             ("teal.slot", "red"),
             ("teal.enable", "maybe"),
             ("teal.https-redirect", "sometimes"),
+            ("teal.tls", "letsencrypt"),
         ] {
             let err = parse("teal", &labels(&[("teal.service", "web"), (key, value)])).unwrap_err();
             assert_eq!(err.key, key, "{value:?}");
@@ -494,6 +517,27 @@ mod tests {
         // Duplicates count once.
         let twice = format!("{},{}", names(MAX_HOSTS), names(MAX_HOSTS));
         assert!(parse("teal", &labels(&[("teal.service", "web"), ("teal.host", &twice)])).is_ok());
+    }
+
+    #[test]
+    fn acme_needs_host_names_of_an_http_service() {
+        let err = parse("teal", &labels(&[("teal.service", "web"), ("teal.tls", "acme")])).unwrap_err();
+        assert_eq!(err.key, "teal.tls");
+        assert!(err.reason.contains("teal.host"), "{}", err.reason);
+        let tcp = labels(&[
+            ("teal.service", "db"),
+            ("teal.mode", "tcp"),
+            ("teal.listen", "5432"),
+            ("teal.host", "db.example"),
+            ("teal.tls", "acme"),
+        ]);
+        assert_eq!(parse("teal", &tcp).unwrap_err().key, "teal.tls");
+        let web = labels(&[
+            ("teal.service", "web"),
+            ("teal.tls", "acme"),
+            ("teal.host", "a.example"),
+        ]);
+        assert!(parse("teal", &web).unwrap().unwrap().acme);
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct Service {
     pub health: HealthCheck,
     /// Plain-HTTP requests are redirected to HTTPS (when teal terminates TLS).
     pub https_redirect: bool,
+    /// `teal.tls=acme`: teal gets a certificate for each of `hosts` (with
+    /// `--acme-email`).
+    pub acme: bool,
     /// `teal.hold`: how long a request waits while no server is ready;
     /// `None`: `--hold`.
     pub hold: Option<std::time::Duration>,
@@ -164,6 +167,7 @@ pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bo
                 balance: newest.balance,
                 health: newest.health.clone(),
                 https_redirect: newest.https_redirect,
+                acme: newest.acme,
                 hold: newest.hold,
                 servers,
                 slots: None,

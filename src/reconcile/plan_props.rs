@@ -172,6 +172,7 @@ fn service(name: &str) -> Service {
             interval_ms: 500,
         },
         https_redirect: false,
+        acme: false,
         hold: None,
         servers: Vec::new(),
         slots: None,

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::acme::{AcmeFiles, FilesError};
 use crate::model::labels::{Balance, HealthCheck, HostName, HttpPath, Mode, ServiceName};
 use crate::model::{Excluded, Server, Service, SlotRouting, Snapshot};
 use crate::settings::{BindAddr, Settings};
@@ -21,7 +22,8 @@ pub struct ContextSettings {
     pub admin_socket: String,
     pub server_state_file: String,
     pub label_prefix: String,
-    /// TLS termination on the shared frontend; `None` without `--certs`.
+    /// TLS termination on the shared frontend; `None` without `--certs`
+    /// and `--acme-email`.
     pub tls: Option<TlsSettings>,
     /// Holding requests while a service has no ready server.
     pub hold: HoldSettings,
@@ -61,10 +63,12 @@ pub const RETRY_AFTER_SECS: u32 = 5;
 pub struct TlsSettings {
     /// `--https-bind`: the HTTPS side of the shared HTTP frontend.
     pub bind: BindAddr,
-    /// `--certs`: the directory of the certificates.
-    pub dir: String,
+    /// There is a certificate to serve (in `certificates`, or ACME's
+    /// fallback): the HTTPS port is bound.
+    pub listening: bool,
+    /// `--certs`: the directory of the certificates; `None` with ACME alone.
+    pub dir: Option<String>,
     /// The files in `dir` that HAProxy loads, with a digest each, by name.
-    /// Empty: nothing to serve yet, so the default template binds no HTTPS port.
     pub certificates: Vec<Certificate>,
     /// The files in `dir` HAProxy would refuse, and why: left out.
     pub refused: Vec<RefusedCertificate>,
@@ -73,29 +77,54 @@ pub struct TlsSettings {
     pub crt_list: String,
     /// The port redirects to HTTPS name in their Location; `None` for 443.
     pub redirect_port: Option<u16>,
+    /// `--acme-email`: the files of the certificates teal gets itself; not
+    /// listed with digests, as they are loaded through the runtime API.
+    pub acme: Option<AcmeFiles>,
     /// `--haproxy`, which checks each certificate.
     #[serde(skip)]
     pub haproxy: std::path::PathBuf,
 }
 
+/// Why the TLS settings cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    Certs(#[from] CertsError),
+    #[error(transparent)]
+    Acme(#[from] FilesError),
+}
+
 impl ContextSettings {
-    /// Reads the `--certs` directory, if any: call again when it changes.
-    pub fn new(settings: &Settings) -> Result<Self, CertsError> {
-        let tls = match &settings.certs {
-            Some(dir) => {
-                let crt_list = settings.state_dir.join("certificates.list");
-                let checked = tls::load(dir, &settings.haproxy, &crt_list)?;
-                Some(TlsSettings {
-                    bind: settings.https_bind,
-                    dir: dir.display().to_string(),
-                    certificates: checked.certificates,
-                    refused: checked.refused,
-                    crt_list: crt_list.display().to_string(),
-                    redirect_port: Some(settings.https_bind.port).filter(|p| *p != 443),
-                    haproxy: settings.haproxy.clone(),
-                })
-            }
-            None => None,
+    /// Reads the `--certs` directory, if any (call again when it changes),
+    /// and prepares ACME's files.
+    pub fn new(settings: &Settings) -> Result<Self, TlsError> {
+        let tls = if settings.tls() {
+            let crt_list = settings.state_dir.join("certificates.list");
+            let checked = match &settings.certs {
+                Some(dir) => tls::load(dir, &settings.haproxy, &crt_list)?,
+                None => tls::Checked::default(),
+            };
+            let acme = match &settings.acme {
+                Some(_) => {
+                    let files = AcmeFiles::new(&settings.acme_dir());
+                    files.prepare(&settings.haproxy)?;
+                    Some(files)
+                }
+                None => None,
+            };
+            Some(TlsSettings {
+                bind: settings.https_bind,
+                listening: !checked.certificates.is_empty() || acme.is_some(),
+                dir: settings.certs.as_ref().map(|d| d.display().to_string()),
+                certificates: checked.certificates,
+                refused: checked.refused,
+                crt_list: crt_list.display().to_string(),
+                redirect_port: Some(settings.https_bind.port).filter(|p| *p != 443),
+                acme,
+                haproxy: settings.haproxy.clone(),
+            })
+        } else {
+            None
         };
         Ok(Self {
             http_bind: settings.http_bind,
@@ -113,9 +142,12 @@ impl ContextSettings {
     pub fn rescan_certificates(&self) -> Result<Self, CertsError> {
         let mut next = self.clone();
         if let Some(tls) = &mut next.tls {
-            let checked = tls::load(Path::new(&tls.dir), &tls.haproxy, Path::new(&tls.crt_list))?;
-            tls.certificates = checked.certificates;
-            tls.refused = checked.refused;
+            if let Some(dir) = &tls.dir {
+                let checked = tls::load(Path::new(dir), &tls.haproxy, Path::new(&tls.crt_list))?;
+                tls.certificates = checked.certificates;
+                tls.refused = checked.refused;
+                tls.listening = !tls.certificates.is_empty() || tls.acme.is_some();
+            }
         }
         Ok(next)
     }
@@ -196,6 +228,9 @@ pub struct HttpRoute<'a> {
     /// Plain-HTTP requests on this route are redirected to HTTPS; only
     /// `true` when teal terminates TLS.
     pub https_redirect: bool,
+    /// `teal.tls=acme` with ACME on: the redirect waits until the host's
+    /// certificate is served (its name is in `settings.tls.acme.served`).
+    pub acme: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,12 +260,16 @@ impl<'a> Context<'a> {
             .collect();
         let live = snapshot.services.iter().filter(|s| !is_preview(s));
         let preview = snapshot.services.iter().filter(|s| is_preview(s));
-        // Redirect only to an HTTPS listener that exists.
-        let tls = settings.tls.as_ref().is_some_and(|t| !t.certificates.is_empty());
-        let (http_routes, default_service) = routes(live, tls);
+        // Redirect only to an HTTPS listener that has a certificate for the name.
+        let https = Https {
+            certificates: settings.tls.as_ref().is_some_and(|t| !t.certificates.is_empty()),
+            acme: settings.tls.as_ref().is_some_and(|t| t.acme.is_some()),
+        };
+        let (http_routes, default_service) = routes(live, https);
         // The preview listener is plain HTTP and never redirects.
-        let (preview_routes, preview_default_service) = routes(preview, false);
-        let default_https_redirect = tls && default_service.is_some_and(|s| s.https_redirect);
+        let (preview_routes, preview_default_service) = routes(preview, Https::default());
+        // The default service has no host, so no ACME certificate.
+        let default_https_redirect = https.certificates && default_service.is_some_and(|s| s.https_redirect);
         Self {
             settings,
             services,
@@ -248,9 +287,17 @@ fn is_preview(service: &Service) -> bool {
     service.slots.as_ref().is_some_and(|s| s.preview_of.is_some())
 }
 
-/// The routes of one HTTP frontend, and its default service. `tls`: HTTPS
-/// exists, so a service may ask for plain HTTP to be redirected to it.
-fn routes<'a>(services: impl Iterator<Item = &'a Service>, tls: bool) -> (Vec<HttpRoute<'a>>, Option<&'a Service>) {
+/// What HTTPS a frontend can redirect to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Https {
+    /// `--certs` has certificates: any name may be redirected.
+    certificates: bool,
+    /// ACME is on: a `teal.tls=acme` name may be, once its certificate is served.
+    acme: bool,
+}
+
+/// The routes of one HTTP frontend, and its default service.
+fn routes<'a>(services: impl Iterator<Item = &'a Service>, https: Https) -> (Vec<HttpRoute<'a>>, Option<&'a Service>) {
     let http: Vec<&Service> = services.filter(|s| s.mode == Mode::Http).collect();
     let mut routes: Vec<HttpRoute> = http
         .iter()
@@ -258,7 +305,8 @@ fn routes<'a>(services: impl Iterator<Item = &'a Service>, tls: bool) -> (Vec<Ht
             service: &s.name,
             hosts: &s.hosts,
             path: s.path.as_ref().map(|p| p.as_str()).filter(|p| *p != "/"),
-            https_redirect: tls && s.https_redirect,
+            https_redirect: s.https_redirect && (https.certificates || (s.acme && https.acme)),
+            acme: s.acme && https.acme,
         })
         .filter(|r| !r.hosts.is_empty() || r.path.is_some())
         .collect();

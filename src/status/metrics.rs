@@ -35,6 +35,11 @@ pub struct HeldLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServerLabels {
     pub service: String,
     pub state: String,
@@ -61,6 +66,10 @@ pub struct Metrics {
     /// As HAProxy's running worker counts them, read at each scrape.
     pub requests_holding: Family<ServiceLabel, Gauge>,
     pub requests_held: Family<HeldLabels, Counter>,
+    /// ACME certificates: seconds until each expires, at each scrape.
+    pub certificate_expiry: Family<NameLabel, Gauge>,
+    /// ACME names whose last order failed.
+    pub certificate_errors: Family<NameLabel, Gauge>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -89,6 +98,8 @@ impl Default for Metrics {
             certificates_refused: Gauge::default(),
             requests_holding: Family::default(),
             requests_held: Family::default(),
+            certificate_expiry: Family::default(),
+            certificate_errors: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -173,6 +184,16 @@ impl Default for Metrics {
              starts them again at 0",
             metrics.requests_held.clone(),
         );
+        r.register(
+            "certificate_expiry_seconds",
+            "Seconds until the ACME certificate of each host name expires (negative once it has)",
+            metrics.certificate_expiry.clone(),
+        );
+        r.register(
+            "certificate_failing",
+            "1 for each ACME host name whose last order failed (the reason is in /status)",
+            metrics.certificate_errors.clone(),
+        );
         metrics
     }
 }
@@ -209,6 +230,24 @@ impl Metrics {
                     .get_or_create(&labels)
                     .inner()
                     .store(value, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sets the certificate metrics to ACME's certificates as of `now`.
+    pub fn observe_certificates(&self, certificates: &[crate::acme::CertificateStatus], now: std::time::SystemTime) {
+        self.certificate_expiry.clear();
+        self.certificate_errors.clear();
+        for certificate in certificates {
+            let label = NameLabel {
+                name: certificate.name.clone(),
+            };
+            if let Some(left) = certificate.seconds_left(now) {
+                self.certificate_expiry.get_or_create(&label).set(left);
+            }
+            if certificate.wanted {
+                let failing = certificate.last_error.is_some() as i64;
+                self.certificate_errors.get_or_create(&label).set(failing);
             }
         }
     }

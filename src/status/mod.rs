@@ -54,6 +54,8 @@ pub struct StatusSources {
     pub haproxy: Option<watch::Receiver<HaproxyProcess>>,
     /// What HAProxy refused, from the reconcile driver.
     pub refused: watch::Receiver<crate::isolate::Refusals>,
+    /// ACME's certificates, from its task (empty without ACME).
+    pub certificates: watch::Receiver<Vec<crate::acme::CertificateStatus>>,
 }
 
 impl StatusSources {
@@ -90,6 +92,7 @@ impl StatusSources {
                 }
             }
         }
+        report.certificates = self.certificates.borrow().clone();
         if let Some(held) = self.held_requests().await {
             for service in report
                 .services
@@ -193,6 +196,9 @@ async fn metrics(State(sources): State<StatusSources>) -> Response {
     if let Some(held) = sources.held_requests().await {
         sources.metrics.observe_held(&held);
     }
+    sources
+        .metrics
+        .observe_certificates(&sources.certificates.borrow(), std::time::SystemTime::now());
     (
         [(
             header::CONTENT_TYPE,

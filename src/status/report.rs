@@ -181,6 +181,9 @@ pub struct StatusReport {
     /// teal leaves out; the refused services' containers are in `excluded`.
     #[serde(default)]
     pub refused: Refusals,
+    /// ACME: one per host name teal keeps or wants a certificate for.
+    #[serde(default)]
+    pub certificates: Vec<crate::acme::CertificateStatus>,
 }
 
 /// (backend, server) -> HAProxy's state of it.
@@ -249,6 +252,7 @@ impl StatusReport {
             excluded,
             last_reload,
             refused: Refusals::default(),
+            certificates: Vec::new(),
         }
     }
 }

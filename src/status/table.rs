@@ -126,6 +126,27 @@ fn table(report: &StatusReport, colour: bool) -> String {
     for certificate in &refused.certificates {
         let _ = writeln!(out, "certificate refused: {}: {}", certificate.file, certificate.reason);
     }
+    if !report.certificates.is_empty() {
+        let _ = writeln!(
+            out,
+            "
+certificates (ACME):"
+        );
+        for certificate in &report.certificates {
+            let validity = match &certificate.not_after {
+                Some(not_after) => format!("until {not_after}"),
+                None => "none yet".to_owned(),
+            };
+            let _ = write!(out, "  {}: {validity}", certificate.name);
+            if let Some(error) = &certificate.last_error {
+                let _ = write!(out, "; last order failed: {error}");
+            }
+            if !certificate.wanted {
+                let _ = write!(out, " (no service asks for it; not renewed)");
+            }
+            let _ = writeln!(out);
+        }
+    }
     out
 }
 
@@ -184,6 +205,7 @@ mod tests {
             }],
             last_reload: None,
             refused: Default::default(),
+            certificates: Vec::new(),
         };
         let text = table(&report, false);
         assert!(
