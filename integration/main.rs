@@ -11,6 +11,7 @@
 //! - `dockerd`: a private, throw-away Docker daemon for the reconnect test.
 //! - `app_image`: the compiled app server (integration/bench/app.rs) in a
 //!   test image, for responses busybox cannot give (streamed over a second).
+//! - `pebble`: a real ACME server (Debian's pebble) for the ACME tests.
 //!
 //! Isolation: every test has its own label prefix (`tt<pid>n<counter>`), so the
 //! tests share the machine's daemon and still run in parallel.
@@ -24,10 +25,12 @@ mod compose;
 mod docker;
 mod dockerd;
 mod http;
+mod pebble;
 mod self_signed;
 mod teal;
 mod util;
 
+mod acme;
 mod cli;
 mod compose_deploy;
 mod dataplane;

@@ -24,6 +24,7 @@ _pkg_present() {
         openssl) command -v openssl >/dev/null 2>&1 ;;
         curl) command -v curl >/dev/null 2>&1 ;;
         iproute2) command -v ip >/dev/null 2>&1 ;;
+        pebble) command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 ;;
         *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' ;;
     esac
 }
@@ -32,12 +33,13 @@ _pkg_present() {
 ensure_packages() {
     local missing=() p
     # openssl makes the tests' certificates, curl is the demo's client, ip
-    # (iproute2) sets up the reconnect test's private dockerd.
-    for p in docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2; do
+    # (iproute2) sets up the reconnect test's private dockerd, pebble is the
+    # ACME tests' CA.
+    for p in docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2 pebble; do
         _pkg_present "$p" || missing+=("$p")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
-        say "system packages present (docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2)"
+        say "system packages present (docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2 pebble)"
         return 0
     fi
     _apt_install "${missing[@]}"

@@ -170,7 +170,7 @@ impl Client {
         let status = order
             .poll_ready(&policy)
             .await
-            .map_err(|e| api("the order did not complete", e))?;
+            .map_err(|e| api("the order failed (for a validation: the CA's words)", e))?;
         if status != OrderStatus::Ready {
             return Err(self.failure(self.why_invalid(&mut order).await));
         }
