@@ -98,7 +98,7 @@ async fn issues_serves_and_keeps_a_certificate_across_a_restart() {
         Some(format!("https://{name}:{https}/page").as_str())
     );
     let status = certificate(&teal, &name).await.expect("in /status");
-    assert_eq!(status.names, [name.clone()]);
+    assert_eq!(status.names, std::slice::from_ref(&name));
     assert!(
         status.issuer.as_deref().is_some_and(|i| i.contains("Pebble")),
         "{status:?}"
