@@ -90,9 +90,12 @@ async fn issues_serves_and_keeps_a_certificate_across_a_restart() {
     })
     .await;
 
-    // Plain HTTP redirects once the name has its certificate.
-    let response = http::get(teal.http, &name, "/page").await.expect("GET over HTTP");
-    assert_eq!(response.status, 301, "{response:?}");
+    // Plain HTTP redirects once the name has its certificate (the name is
+    // added to the redirecting ones just after the certificate).
+    let response = wait_for(ISSUED, "plain HTTP redirects to HTTPS", || async {
+        http::get(teal.http, &name, "/page").await.ok().filter(|r| r.status == 301)
+    })
+    .await;
     assert_eq!(
         response.header("location"),
         Some(format!("https://{name}:{https}/page").as_str())
@@ -225,8 +228,12 @@ async fn an_unanswerable_challenge_is_reported_and_retried_and_others_are_served
     assert!(failed.retry_at.is_some() && failed.not_after.is_none(), "{failed:?}");
     let failing = format!("teal_certificate_failing{{name=\"{bad}\"}}");
     assert_eq!(teal.metric(&failing).await, Some(1.0));
-    // Until it has a certificate the name is served over plain HTTP, not redirected.
-    assert_eq!(http::describe(&http::get(teal.http, &bad, "/").await), other.body);
+    // Until it has a certificate the name is served over plain HTTP, not
+    // redirected (the order can fail before the service is applied).
+    wait_until(ISSUED, "the failing name is served over plain HTTP", || async {
+        http::describe(&http::get(teal.http, &bad, "/").await) == other.body
+    })
+    .await;
 
     // Fixed: the retry gets it.
     pebble.forget(&bad).await;
