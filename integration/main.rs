@@ -33,6 +33,7 @@ mod util;
 mod acme;
 mod cli;
 mod compose_deploy;
+mod controls;
 mod dataplane;
 mod discovery;
 mod drain;

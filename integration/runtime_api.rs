@@ -263,6 +263,7 @@ fn plan_snapshot(servers: &[(&str, u8, u16, teal::model::ServerState)]) -> teal:
             hold: None,
             servers,
             slots: None,
+            controls: Default::default(),
         }],
         excluded: Vec::new(),
     }
@@ -290,6 +291,7 @@ impl RealHaproxy {
         std::fs::write(&state_file, "").expect("state file");
         let hold_script = dir.path().join("hold.lua");
         std::fs::write(&hold_script, teal::render::HOLD_SCRIPT).expect("hold script");
+        std::fs::create_dir(dir.path().join("hold")).expect("hold sockets dir");
         let settings = teal::render::ContextSettings {
             http_bind: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             preview_bind: None,
@@ -297,7 +299,12 @@ impl RealHaproxy {
             server_state_file: state_file.display().to_string(),
             label_prefix: "teal".into(),
             tls: None,
-            hold: teal::render::HoldSettings::new(&hold_script, std::time::Duration::from_secs(15)),
+            hold: teal::render::HoldSettings::new(
+                &hold_script,
+                &dir.path().join("hold"),
+                std::time::Duration::from_secs(15),
+            ),
+            maintenance_pages: dir.path().join("maintenance").display().to_string(),
         };
         let text = teal::render::Renderer::new(teal::render::DEFAULT_TEMPLATE)
             .unwrap()

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::acme::Acme;
 use crate::apply::{self, Applier, Supervisor};
+use crate::controls::ServiceControls;
 use crate::docker::{self, Watcher};
 use crate::drained::Drained;
 use crate::model_owner::{scope, ModelOwner};
@@ -33,6 +34,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     // Every config loads it; this binary's version replaces an older one.
     apply::write_atomic(&settings.hold_script(), HOLD_SCRIPT.as_bytes())?;
+    apply::create_private_dir(&settings.hold_sockets())
+        .with_context(|| format!("cannot create {}", settings.hold_sockets().display()))?;
     // Fail fast on a template that does not parse: nothing good came before it.
     let rendering = Rendering::new(
         Renderer::load(settings.template.as_deref())?,
@@ -60,11 +63,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut watches = Watches::new()?;
     let (snapshots_tx, model_snapshots) = watch::channel(None);
     // Render, apply and status read the snapshot routed through the
-    // operator's choices: blue/green slots, then drained containers.
+    // operator's choices: blue/green slots, drained containers, then
+    // maintenance and pauses.
     let slots_edits = watches.file(&state_file::path::<LiveSlots>(&settings.state_dir))?;
     let slotted = state_file::route_snapshots::<LiveSlots>(&settings.state_dir, model_snapshots, slots_edits)?;
     let drained_edits = watches.file(&state_file::path::<Drained>(&settings.state_dir))?;
-    let snapshots_rx = state_file::route_snapshots::<Drained>(&settings.state_dir, slotted, drained_edits)?;
+    let drained = state_file::route_snapshots::<Drained>(&settings.state_dir, slotted, drained_edits)?;
+    let controls_edits = watches.file(&state_file::path::<ServiceControls>(&settings.state_dir))?;
+    let snapshots_rx = state_file::route_snapshots::<ServiceControls>(&settings.state_dir, drained, controls_edits)?;
     let (docker_tx, docker_rx) = watch::channel(DockerStatus::default());
     let (apply_tx, apply_rx) = watch::channel(None);
     let supervisor = match settings.reload {

@@ -49,6 +49,12 @@ pub enum Command {
     Switch(SwitchArgs),
     /// Take a container out of rotation and wait until no request is in flight on it (a pre-stop hook).
     Drain(DrainArgs),
+    /// Put an http service in maintenance (every request gets a 503 page) or take it out; kept across restarts.
+    Maintenance(MaintenanceArgs),
+    /// Hold every request of an http service (for a migration, say) until `teal resume` or --max.
+    Pause(PauseArgs),
+    /// End a `teal pause`: the held requests go on to the service's servers.
+    Resume(ResumeArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -190,6 +196,90 @@ pub struct DrainArgs {
 
     #[command(flatten)]
     pub status: StatusBindArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    /// The service: the value of its PREFIX.service label.
+    #[arg(value_parser = ServiceName::parse)]
+    pub service: ServiceName,
+
+    /// on: every request gets the maintenance page (503, Retry-After); off: served again.
+    pub state: OnOff,
+
+    /// The text of the maintenance page (plain text, shown escaped).
+    #[arg(long, env = "TEAL_MAINTENANCE_MESSAGE", value_parser = parse_message)]
+    pub message: Option<String>,
+
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The service: the value of its PREFIX.service label.
+    #[arg(value_parser = ServiceName::parse)]
+    pub service: ServiceName,
+
+    /// The pause ends by itself after this (at most 5m): held requests are open connections.
+    #[arg(long, env = "TEAL_PAUSE_MAX", default_value = "30s", value_parser = parse_pause)]
+    pub max: Duration,
+
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The service: the value of its PREFIX.service label.
+    #[arg(value_parser = ServiceName::parse)]
+    pub service: ServiceName,
+
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+/// Where `teal maintenance`, `pause` and `resume` write, and whom they ask.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// How long to wait for the daemon to apply the change.
+    #[arg(long, env = "TEAL_CONTROL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub state_dir: StateDirArgs,
+
+    #[command(flatten)]
+    pub status: StatusBindArgs,
+}
+
+fn parse_message(value: &str) -> Result<String, String> {
+    use crate::controls::MAX_MESSAGE_LEN;
+    if value.len() > MAX_MESSAGE_LEN {
+        Err(format!(
+            "at most {MAX_MESSAGE_LEN} bytes: HAProxy serves the page from one buffer"
+        ))
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+fn parse_pause(value: &str) -> Result<Duration, String> {
+    let max = parse_duration(value)?;
+    if max.is_zero() || max > crate::controls::MAX_PAUSE {
+        Err(format!(
+            "between 1s and {}: held requests are open connections",
+            humantime::format_duration(crate::controls::MAX_PAUSE)
+        ))
+    } else {
+        Ok(max)
+    }
 }
 
 /// What shapes haproxy.cfg: the flags `run`, `render` and `check` share, so

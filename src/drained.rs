@@ -32,6 +32,8 @@ impl Choice for Drained {
 
     const ENTRY: &'static str = r#""CONTAINER ID": "NAME""#;
 
+    type Entry = String;
+
     fn from_entries(entries: BTreeMap<String, String>) -> Result<Self, String> {
         for id in entries.keys() {
             let full_id = id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));

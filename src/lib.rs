@@ -56,6 +56,7 @@ pub mod app;
 pub mod apply;
 pub(crate) mod backoff;
 pub mod cli;
+pub mod controls;
 pub mod docker;
 pub mod drain;
 pub mod drained;

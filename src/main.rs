@@ -36,6 +36,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Rollout(args) => teal::rollout::run(RolloutSettings::new(args)?).await,
         Command::Switch(args) => teal::switch::run(args.into()).await,
         Command::Drain(args) => teal::drain::run(DrainSettings::new(args)?).await,
+        Command::Maintenance(args) => teal::controls::command::run(args.into()).await,
+        Command::Pause(args) => teal::controls::command::run(args.into()).await,
+        Command::Resume(args) => teal::controls::command::run(args.into()).await,
     }
 }
 

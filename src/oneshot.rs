@@ -1,6 +1,7 @@
 //! The one-shot commands: `teal render`, `teal check` and `teal status`.
 
 use crate::apply;
+use crate::controls::{self, ServiceControls};
 use crate::docker;
 use crate::model::{ContainerUpdate, Inventory, Snapshot};
 use crate::render::{Context, ContextSettings, Renderer, HOLD_SCRIPT};
@@ -8,7 +9,9 @@ use crate::settings::{Settings, StatusSettings};
 use crate::state_file::Choice as _;
 use crate::status;
 
-/// Lists once and builds the snapshot: the shared start of `render` and `check`.
+/// Lists once and builds the snapshot, routed through the operator's
+/// choices (slots, drained, controls): the shared start of `render` and
+/// `check`.
 async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
     let docker = docker::connect(settings.docker_host.as_deref()).await?;
     let facts = docker::list(&docker, &settings.label_prefix).await?;
@@ -20,8 +23,9 @@ async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
     }
     let live_slots = crate::slots::LiveSlots::load(&settings.state_dir)?;
     let drained = crate::drained::Drained::load(&settings.state_dir)?;
+    let controls = ServiceControls::load(&settings.state_dir)?;
     let snapshot = inventory.snapshot(&crate::model_owner::scope(settings).await?);
-    Ok(drained.route(live_slots.route(snapshot)))
+    Ok(controls.route(drained.route(live_slots.route(snapshot))))
 }
 
 /// `teal render`: print the config (or with `context`, the template context).
@@ -42,15 +46,18 @@ pub async fn render(settings: Settings, context: bool) -> anyhow::Result<()> {
 
 /// `teal check`: render and validate with `haproxy -c`.
 pub async fn check(settings: Settings) -> anyhow::Result<()> {
-    let snapshot = discover(&settings).await?;
     // Removed when dropped, whatever happens.
     let dir = tempfile::Builder::new().prefix("teal-check-").tempdir()?;
-    // HAProxy loads the hold script while checking: from here, so that
-    // checking needs no writable --state-dir.
+    let snapshot = discover(&settings).await?;
+    // HAProxy loads the hold script and maintenance pages while checking:
+    // from here, so that checking needs no writable --state-dir.
     let mut context_settings = ContextSettings::new(&settings)?;
     let script = dir.path().join("hold.lua");
     apply::write_atomic(&script, HOLD_SCRIPT.as_bytes())?;
     context_settings.hold.script = script.display().to_string();
+    let pages = dir.path().join("maintenance");
+    controls::write_pages(&pages, &ServiceControls::load(&settings.state_dir)?);
+    context_settings.maintenance_pages = pages.display().to_string();
     let text = Renderer::load(settings.template.as_deref())?.render(&Context::new(&context_settings, &snapshot))?;
     let path = dir.path().join("haproxy.cfg");
     apply::write_atomic(&path, text.as_bytes())?;

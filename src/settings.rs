@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{CheckArgs, DrainArgs, RolloutArgs, RunArgs, ShapeArgs, StatusArgs, SwitchArgs};
+use crate::cli::{
+    CheckArgs, ControlArgs, DrainArgs, MaintenanceArgs, OnOff, PauseArgs, ResumeArgs, RolloutArgs, RunArgs, ShapeArgs,
+    StatusArgs, SwitchArgs,
+};
 use crate::duration::parse_duration;
 use crate::model::labels::{ServiceName, Slot};
 
@@ -201,6 +204,10 @@ impl Settings {
         };
         checks::config_file(&settings.config)?;
         checks::haproxy(&settings.haproxy)?;
+        // Hold sockets are named by a digest: all have the length of this one.
+        let any = crate::model::labels::ServiceName::parse("web").expect("a service name");
+        let hold = crate::render::HoldSettings::new(&settings.hold_script(), &settings.hold_sockets(), settings.hold);
+        checks::socket_paths(&settings.state_dir, &hold.socket(&any))?;
         Ok(settings)
     }
 
@@ -287,6 +294,11 @@ impl Settings {
         self.state_dir.join("server-state")
     }
 
+    /// The unix sockets of the services' holds (HAProxy's own listeners).
+    pub fn hold_sockets(&self) -> PathBuf {
+        self.state_dir.join("hold")
+    }
+
     /// The Lua action that holds requests while a service has no ready
     /// server, written here by `run` and `check` (HAProxy loads it).
     pub fn hold_script(&self) -> PathBuf {
@@ -369,6 +381,63 @@ impl From<SwitchArgs> for SwitchSettings {
             state_dir: args.state_dir.state_dir,
             status_bind: args.status.status_bind,
         }
+    }
+}
+
+/// The config of `teal maintenance`, `teal pause` and `teal resume`.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    pub service: ServiceName,
+    pub control: ServiceControl,
+    pub timeout: Duration,
+    pub state_dir: PathBuf,
+    pub status_bind: SocketAddr,
+}
+
+/// The change one of those commands makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceControl {
+    MaintenanceOn { message: String },
+    MaintenanceOff,
+    Pause { max: Duration },
+    Resume,
+}
+
+impl ControlSettings {
+    fn new(service: ServiceName, control: ServiceControl, args: ControlArgs) -> Self {
+        Self {
+            service,
+            control,
+            timeout: args.timeout,
+            state_dir: args.state_dir.state_dir,
+            status_bind: args.status.status_bind,
+        }
+    }
+}
+
+impl From<MaintenanceArgs> for ControlSettings {
+    fn from(args: MaintenanceArgs) -> Self {
+        let control = match args.state {
+            OnOff::On => ServiceControl::MaintenanceOn {
+                message: args
+                    .message
+                    .unwrap_or_else(|| crate::controls::DEFAULT_MESSAGE.to_owned()),
+            },
+            OnOff::Off => ServiceControl::MaintenanceOff,
+        };
+        Self::new(args.service, control, args.control)
+    }
+}
+
+impl From<PauseArgs> for ControlSettings {
+    fn from(args: PauseArgs) -> Self {
+        Self::new(args.service, ServiceControl::Pause { max: args.max }, args.control)
+    }
+}
+
+impl From<ResumeArgs> for ControlSettings {
+    fn from(args: ResumeArgs) -> Self {
+        Self::new(args.service, ServiceControl::Resume, args.control)
     }
 }
 

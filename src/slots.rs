@@ -29,6 +29,8 @@ impl Choice for LiveSlots {
 
     const ENTRY: &'static str = r#""SERVICE": "blue|green""#;
 
+    type Entry = String;
+
     fn from_entries(entries: BTreeMap<String, String>) -> Result<Self, String> {
         let mut slots = BTreeMap::new();
         for (service, slot) in entries {

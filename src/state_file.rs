@@ -1,6 +1,7 @@
 //! The operator's choices that `teal run` follows from files in
-//! `--state-dir`: the live blue/green slots (`slots.json`, `teal switch`)
-//! and the drained containers (`drained.json`, `teal drain`).
+//! `--state-dir`: the live blue/green slots (`slots.json`, `teal switch`),
+//! the drained containers (`drained.json`, `teal drain`), and maintenance
+//! and pauses (`controls.json`, `teal maintenance`, `teal pause`).
 //!
 //! Each choice is one JSON file, rewritten atomically under a lock by its
 //! command and watched by the daemon, which routes every snapshot of the
@@ -26,12 +27,15 @@ pub trait Choice: Default + PartialEq + serde::Serialize + Send + Sync + Sized +
     /// What deleting the file would mean, for the error that says to.
     const WITHOUT_IT: &'static str;
 
-    /// One entry of the file, a JSON map of strings, for the error that
-    /// shows the expected shape: `"SERVICE": "blue|green"`.
+    /// One entry of the file, a JSON map of names to entries, for the error
+    /// that shows the expected shape: `"SERVICE": "blue|green"`.
     const ENTRY: &'static str;
 
+    /// The value of one entry.
+    type Entry: serde::de::DeserializeOwned;
+
     /// The choice from the file's entries, each checked.
-    fn from_entries(entries: BTreeMap<String, String>) -> Result<Self, String>;
+    fn from_entries(entries: BTreeMap<String, Self::Entry>) -> Result<Self, String>;
 
     fn parse(text: &str) -> Result<Self, String> {
         let entries = serde_json::from_str(text).map_err(|e| format!("expected {{{}}}: {e}", Self::ENTRY))?;
@@ -39,13 +43,21 @@ pub trait Choice: Default + PartialEq + serde::Serialize + Send + Sync + Sized +
     }
 
     fn to_json(&self) -> String {
-        // Maps of strings to strings or slots always serialize.
+        // Maps of strings to plain values always serialize.
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
-    /// The snapshot with this choice applied. Pure.
+    /// The snapshot with this choice applied.
     fn route(&self, snapshot: Snapshot) -> Snapshot;
     /// Logs what a picked-up edit changed from `before`.
     fn log_edit(&self, before: &Self);
+    /// Done by the daemon with each choice it takes up (at start and for
+    /// each edit): files HAProxy reads, say.
+    fn taken_up(&self, _state_dir: &Path) {}
+    /// When the choice changes by itself (a pause ends): the snapshot is
+    /// routed again then.
+    fn changes_in(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +121,13 @@ pub fn edit<C: Choice, R>(state_dir: &Path, edit: impl FnOnce(&mut C) -> R) -> R
 
 pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;
 
+async fn sleep_for(wait: Option<std::time::Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `teal run`: routes every snapshot of `model` through the choice in its
 /// file, again on each of its `edits` (a watch on [`path`]). Fails when the
 /// file is not valid at start: guessing could send traffic where the
@@ -124,16 +143,19 @@ pub fn route_snapshots<C: Choice>(
         let compact: String = choice.to_json().split_whitespace().collect();
         tracing::info!(file = C::FILE, choice = %compact, "loaded");
     }
+    choice.taken_up(state_dir);
     let (routed_tx, routed) = watch::channel(None);
     let state_dir = state_dir.to_owned();
     tokio::spawn(async move {
         loop {
+            let changes_by_itself = choice.changes_in();
             tokio::select! {
                 changed = model.changed() => if changed.is_err() { break },
                 Some(()) = edits.recv() => match load::<C>(&state_dir) {
                     Ok(next) if next == choice => continue,
                     Ok(next) => {
                         next.log_edit(&choice);
+                        next.taken_up(&state_dir);
                         choice = next;
                     }
                     Err(error) => {
@@ -141,6 +163,7 @@ pub fn route_snapshots<C: Choice>(
                         continue;
                     }
                 },
+                () = sleep_for(changes_by_itself) => {}
             }
             let routed = model
                 .borrow_and_update()

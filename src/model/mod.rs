@@ -14,7 +14,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-pub use snapshot::{Change, Excluded, Server, ServerState, Service, SlotRouting, Snapshot};
+pub use snapshot::{
+    Change, Controls, Excluded, Maintenance, Pause, Server, ServerState, Service, SlotRouting, Snapshot,
+};
 
 /// A Docker container id (full, 64 hex digits).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -88,6 +88,33 @@ pub struct Service {
     /// set by routing through `crate::slots::LiveSlots`, `None`
     /// otherwise.
     pub slots: Option<SlotRouting>,
+    /// `teal maintenance` and `teal pause`; set by `crate::controls`.
+    pub controls: Controls,
+}
+
+/// What an operator set on a service by hand (http services only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Controls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
+}
+
+/// `teal maintenance SERVICE on`: every request gets a 503 page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// The text of the page.
+    pub message: String,
+    /// When it was turned on, Unix seconds.
+    pub since: u64,
+}
+
+/// `teal pause SERVICE`: every request is held, until `teal resume` or `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Unix seconds.
+    pub until: u64,
 }
 
 /// How a service with slot labels is split between the live frontend and
@@ -171,6 +198,7 @@ pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bo
                 hold: newest.hold,
                 servers,
                 slots: None,
+                controls: Controls::default(),
             },
             members,
         ));

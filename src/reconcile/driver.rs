@@ -144,7 +144,7 @@ impl<E: Executor> Driver<E> {
             }
             let apply_started = Instant::now();
             let result = self.apply_isolated(&mut state, &next, snapshot, held, text).await;
-            self.outputs.observe(&result, apply_started, changed_at);
+            self.outputs.observe(&result, &next, apply_started, changed_at);
         }
         self.executor
     }

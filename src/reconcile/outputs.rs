@@ -1,11 +1,13 @@
 //! Where the apply loop reports what it did: `/status` and the metrics.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
 
 use crate::apply::ApplyError;
+use crate::model::{Controls, Snapshot};
 use crate::status::{ApplyRecord, Metrics, ResultLabel};
 
 use super::Outcome;
@@ -16,9 +18,15 @@ pub struct ApplyOutputs {
 }
 
 impl ApplyOutputs {
-    /// `started`: when the apply began; `changed_at`: when the change that
-    /// led to it was seen.
-    pub fn observe(&self, result: &Result<Outcome, ApplyError>, started: Instant, changed_at: Instant) {
+    /// `applied`: the snapshot applied; `started`: when the apply began;
+    /// `changed_at`: when the change that led to it was seen.
+    pub fn observe(
+        &self,
+        result: &Result<Outcome, ApplyError>,
+        applied: &Snapshot,
+        started: Instant,
+        changed_at: Instant,
+    ) {
         let metrics = &self.metrics;
         let ok = ResultLabel { result: "ok" };
         let failed = ResultLabel { result: "failed" };
@@ -41,26 +49,57 @@ impl ApplyOutputs {
             }
         }
         metrics.reload_duration.observe(started.elapsed().as_secs_f64());
-        self.record(result.as_ref().map(|o| o.word()).map_err(|e| e.to_string()));
+        let loaded = matches!(result, Ok(Outcome::Reloaded | Outcome::Started));
+        let result = result.as_ref().map(|o| o.word()).map_err(|e| e.to_string());
+        self.publish(result, false, loaded.then(|| controls_of(applied)));
     }
 
     pub fn record(&self, result: Result<&'static str, String>) {
-        self.publish(result, false);
+        self.publish(result, false, None);
     }
 
     /// A refusal left out alone: the error stands until something else is
     /// applied, but HAProxy runs everything else teal saw.
     pub fn record_left_out(&self, error: String) {
-        self.publish(Err(error), true);
+        self.publish(Err(error), true, None);
     }
 
-    fn publish(&self, result: Result<&'static str, String>, left_out: bool) {
+    /// `loaded`: the controls of the config HAProxy just loaded; `None`:
+    /// those of the last one loaded still hold.
+    fn publish(
+        &self,
+        result: Result<&'static str, String>,
+        left_out: bool,
+        loaded: Option<BTreeMap<String, Controls>>,
+    ) {
+        let previous = || {
+            self.last_apply
+                .borrow()
+                .as_ref()
+                .map(|r| r.controls.clone())
+                .unwrap_or_default()
+        };
         self.last_apply.send_replace(Some(ApplyRecord {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            time: rfc3339(SystemTime::now()),
             ok: result.is_ok(),
             outcome: result.as_ref().ok().map(|o| o.to_string()),
             error: result.err(),
             left_out,
+            controls: loaded.unwrap_or_else(previous),
         }));
     }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// The services of `snapshot` with a maintenance or pause set.
+fn controls_of(snapshot: &Snapshot) -> BTreeMap<String, Controls> {
+    snapshot
+        .services
+        .iter()
+        .filter(|s| s.controls != Controls::default())
+        .map(|s| (s.name.to_string(), s.controls.clone()))
+        .collect()
 }

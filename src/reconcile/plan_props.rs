@@ -176,6 +176,7 @@ fn service(name: &str) -> Service {
         hold: None,
         servers: Vec::new(),
         slots: None,
+        controls: Default::default(),
     }
 }
 

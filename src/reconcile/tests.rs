@@ -13,7 +13,12 @@ pub(crate) fn context_settings() -> ContextSettings {
         server_state_file: "/var/lib/teal/server-state".into(),
         label_prefix: "teal".into(),
         tls: None,
-        hold: crate::render::HoldSettings::new("/var/lib/teal/hold.lua".as_ref(), std::time::Duration::from_secs(15)),
+        hold: crate::render::HoldSettings::new(
+            "/var/lib/teal/hold.lua".as_ref(),
+            "/var/lib/teal/hold".as_ref(),
+            std::time::Duration::from_secs(15),
+        ),
+        maintenance_pages: "/var/lib/teal/maintenance".into(),
     }
 }
 

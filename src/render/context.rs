@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::acme::{AcmeFiles, FilesError};
 use crate::model::labels::{Balance, HealthCheck, HostName, HttpPath, Mode, ServiceName};
-use crate::model::{Excluded, Server, Service, SlotRouting, Snapshot};
+use crate::model::{Excluded, Maintenance, Server, Service, SlotRouting, Snapshot};
 use crate::settings::{BindAddr, Settings};
 use crate::tls::{self, Certificate, CertsError, RefusedCertificate};
 
@@ -27,29 +27,50 @@ pub struct ContextSettings {
     pub tls: Option<TlsSettings>,
     /// Holding requests while a service has no ready server.
     pub hold: HoldSettings,
+    /// Where the maintenance pages are, `SERVICE.html` (teal writes them).
+    pub maintenance_pages: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HoldSettings {
     /// The Lua action teal writes in `--state-dir` (`lua-load` it).
     pub script: String,
+    /// Where each service's hold listens: a unix socket of HAProxy's own.
+    pub sockets: String,
     /// `--hold` in milliseconds: the bound of a service without `teal.hold`.
     pub default_ms: u64,
     /// Requests one service may hold at once; more get the 503 at once.
     pub max_held: u32,
     /// Seconds in the `Retry-After` of the 503 once the hold is over.
     pub retry_after: u32,
+    /// Seconds in the `Retry-After` of a maintenance page.
+    pub maintenance_retry_after: u32,
+    /// How long a request held by `teal pause` may wait for its response
+    /// (HAProxy's `timeout server` of 30 s would end it first).
+    pub pause_timeout_ms: u64,
 }
 
 impl HoldSettings {
     /// The hold script at `script`, `default` for services without `teal.hold`.
-    pub fn new(script: &Path, default: std::time::Duration) -> Self {
+    pub fn new(script: &Path, sockets: &Path, default: std::time::Duration) -> Self {
         Self {
             script: script.display().to_string(),
+            sockets: sockets.display().to_string(),
             default_ms: default.as_millis() as u64,
             max_held: MAX_HELD_PER_SERVICE,
             retry_after: RETRY_AFTER_SECS,
+            maintenance_retry_after: MAINTENANCE_RETRY_AFTER_SECS,
+            pause_timeout_ms: (crate::controls::MAX_PAUSE + PAUSE_RESPONSE_TIME).as_millis() as u64,
         }
+    }
+
+    /// The hold socket of `service`: named by a digest of the name, so the
+    /// path fits a unix socket's 107 bytes whatever the name's length.
+    pub fn socket(&self, service: &ServiceName) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(service.as_str().as_bytes());
+        let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}/{name}.sock", self.sockets)
     }
 }
 
@@ -58,6 +79,10 @@ impl HoldSettings {
 pub const MAX_HELD_PER_SERVICE: u32 = 1000;
 /// A client told to retry comes back when a deploy has usually finished.
 pub const RETRY_AFTER_SECS: u32 = 5;
+/// Maintenance lasts longer than a deploy.
+pub const MAINTENANCE_RETRY_AFTER_SECS: u32 = 60;
+/// What a request released at the end of a pause gets for its response.
+const PAUSE_RESPONSE_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsSettings {
@@ -133,7 +158,8 @@ impl ContextSettings {
             server_state_file: settings.server_state_file().display().to_string(),
             label_prefix: settings.label_prefix.clone(),
             tls,
-            hold: HoldSettings::new(&settings.hold_script(), settings.hold),
+            hold: HoldSettings::new(&settings.hold_script(), &settings.hold_sockets(), settings.hold),
+            maintenance_pages: crate::controls::pages_dir(&settings.state_dir).display().to_string(),
         })
     }
 
@@ -172,10 +198,24 @@ pub struct ContextService<'a> {
     /// The options for the backend's `default-server` line, the same that
     /// `add server` sends.
     pub server_defaults: ServerDefaults,
-    /// How long a request waits while no server is ready: `teal.hold`, else
-    /// `--hold`; 0: a 503 at once.
-    pub hold_ms: u64,
+    /// Requests wait while no server is usable (http services, unless
+    /// `teal.hold` is 0 and no pause is on); `None`: a 503 at once.
+    pub hold: Option<ContextHold>,
+    /// `teal maintenance`: every request gets the page
+    /// `{{settings.maintenance_pages}}/{{name}}.html`.
+    pub maintenance: Option<&'a Maintenance>,
     pub servers: Vec<ContextServer<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContextHold {
+    /// How long a request waits for a usable server: `teal.hold`, else `--hold`.
+    pub ms: u64,
+    /// The unix socket of the service's hold frontend (its `teal_hold` server).
+    pub socket: String,
+    /// `teal pause`: every request waits until then (Unix time); 0 without a pause.
+    pub paused_until_secs: u64,
+    pub paused_until_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -203,9 +243,8 @@ impl<'a> ContextService<'a> {
             https_redirect: service.https_redirect,
             slots: service.slots.as_ref(),
             server_defaults: ServerDefaults::of(service),
-            hold_ms: service
-                .hold
-                .map_or(settings.hold.default_ms, |hold| hold.as_millis() as u64),
+            hold: hold(service, &settings.hold),
+            maintenance: service.controls.maintenance.as_ref(),
             servers: service
                 .servers
                 .iter()
@@ -216,6 +255,17 @@ impl<'a> ContextService<'a> {
                 .collect(),
         }
     }
+}
+
+fn hold(service: &Service, settings: &HoldSettings) -> Option<ContextHold> {
+    let ms = service.hold.map_or(settings.default_ms, |hold| hold.as_millis() as u64);
+    let paused_until_secs = service.controls.pause.map_or(0, |pause| pause.until);
+    (service.mode == Mode::Http && (ms > 0 || paused_until_secs > 0)).then(|| ContextHold {
+        ms,
+        socket: settings.socket(&service.name),
+        paused_until_secs,
+        paused_until_ms: paused_until_secs * 1000,
+    })
 }
 
 /// One `use_backend` rule of the HTTP frontend.

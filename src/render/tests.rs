@@ -29,8 +29,28 @@ fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
     f
 }
 
-fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
-    text.lines().map(str::trim).filter(|l| l.contains(needle)).collect()
+/// The trimmed lines holding `needle`, outside the services' hold
+/// frontends (`frontend teal_hold_*`, which repeat each backend's name).
+pub(super) fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    let mut in_hold = false;
+    text.lines()
+        .filter(|line| {
+            if line.starts_with("frontend ") || line.starts_with("backend ") {
+                in_hold = line.starts_with("frontend teal_hold_");
+            }
+            !in_hold
+        })
+        .map(str::trim)
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+/// The hold frontend of `service`, as rendered.
+fn hold_frontend<'a>(text: &'a str, service: &str) -> &'a str {
+    let start = text
+        .find(&format!("frontend teal_hold_{service}\n"))
+        .unwrap_or_else(|| panic!("no hold frontend for {service}:\n{text}"));
+    text[start..].split("\n\n").next().unwrap()
 }
 
 #[test]
@@ -67,19 +87,35 @@ fn a_service_without_a_ready_server_holds_requests_then_answers_503() {
         with(facts("d", "db", "10.0.0.5"), &[("mode", "tcp"), ("listen", "5432")]),
     ]);
     assert!(text.contains("lua-load /run/t/hold.lua"), "{text}");
-    // --hold (15 s by default), teal.hold, and none for teal.hold=0 and tcp.
-    assert_eq!(
-        lines_with(&text, "lua.teal_hold"),
-        [
-            "http-request lua.teal_hold 30000 1000 if { nbsrv eq 0 }",
-            "http-request lua.teal_hold 15000 1000 if { nbsrv eq 0 }",
-        ]
-    );
+    // --hold (15 s by default), teal.hold, and none for teal.hold=0 and tcp:
+    // a backup server on the service's own socket, where its hold frontend
+    // waits for a usable server.
+    let holds = lines_with(&text, "server teal_hold unix@");
+    assert_eq!(holds.len(), 2, "{holds:?}");
+    assert!(holds
+        .iter()
+        .all(|l| l.starts_with("server teal_hold unix@/run/t/hold/") && l.ends_with(".sock backup no-check")));
+    for (service, ms) in [("slow", 30000), ("web", 15000)] {
+        let frontend = hold_frontend(&text, service);
+        assert!(
+            frontend.contains(&format!("http-request lua.teal_hold {service} {ms} 1000 0\n")),
+            "{frontend}"
+        );
+        assert!(
+            frontend.contains("hdr Retry-After 5 unless { var(txn.teal_ready) -m bool }"),
+            "{frontend}"
+        );
+        assert!(frontend.contains(&format!("default_backend {service}")), "{frontend}");
+    }
+    assert!(!text.contains("frontend teal_hold_fast") && !text.contains("frontend teal_hold_db"));
+    // Handed over by a stopping worker: to the hold again, in the new one.
+    assert_eq!(lines_with(&text, "use-server teal_hold").len(), 2);
     // HAProxy's own 503 carries Retry-After; no rule second-guesses nbsrv.
     let answers = lines_with(&text, "http-error status 503");
     assert_eq!(answers.len(), 3, "every http backend: {answers:?}");
     assert!(answers.iter().all(|l| l.ends_with("hdr Retry-After 5")), "{answers:?}");
     assert!(lines_with(&text, "http-request return status 503").is_empty(), "{text}");
+    assert!(!text.contains("nbsrv"), "{text}");
 }
 
 #[test]
@@ -95,10 +131,61 @@ fn the_hold_flag_sets_the_default_bound() {
         .unwrap()
         .render(&Context::new(&settings, &inventory.snapshot(&scope())))
         .unwrap();
-    assert_eq!(
-        lines_with(&text, "lua.teal_hold"),
-        ["http-request lua.teal_hold 2500 1000 if { nbsrv eq 0 }"]
+    assert!(hold_frontend(&text, "web").contains("http-request lua.teal_hold web 2500 1000 0\n"));
+}
+
+#[test]
+fn hold_sockets_fit_a_unix_socket_path_whatever_the_service_name() {
+    let settings = ContextSettings::new(&Settings::default()).expect("settings");
+    let long = crate::model::labels::ServiceName::parse(&"a".repeat(64)).unwrap();
+    let short = crate::model::labels::ServiceName::parse("web").unwrap();
+    let (a, b) = (settings.hold.socket(&long), settings.hold.socket(&short));
+    assert_ne!(a, b);
+    assert_eq!(a.len(), b.len());
+    assert!(a.starts_with(&settings.hold.sockets) && a.ends_with(".sock"), "{a}");
+}
+
+#[test]
+fn maintenance_answers_the_page_and_a_pause_holds_every_request_until_it_ends() {
+    use crate::model::{Maintenance, Pause};
+    let mut inventory = Inventory::default();
+    inventory.apply(ContainerUpdate::Resync(vec![
+        facts("a", "web", "10.0.0.2"),
+        with(facts("b", "api", "10.0.0.3"), &[("hold", "0"), ("host", "api.example")]),
+    ]));
+    let mut snapshot = inventory.snapshot(&scope());
+    snapshot.services[0].controls.pause = Some(Pause { until: 1_800_000_000 });
+    snapshot.services[1].controls.maintenance = Some(Maintenance {
+        message: "back soon".into(),
+        since: 1_700_000_000,
+    });
+    let text = render_snapshot(&snapshot);
+    let backend = |name: &str| {
+        text.split(&format!("\nbackend {name}\n"))
+            .nth(1)
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    // api is paused: every request goes to its hold, which its teal.hold=0
+    // alone would not have rendered, until the pause's end.
+    let api = backend("api");
+    assert!(api.contains("use-server teal_hold if { date lt 1800000000 }"), "{api}");
+    assert!(
+        api.contains("http-request set-timeout server 360000ms if { date lt 1800000000 }"),
+        "{api}"
     );
+    assert!(hold_frontend(&text, "api").contains("http-request lua.teal_hold api 0 1000 1800000000000\n"));
+    let web = backend("web");
+    assert!(
+        web.contains(
+            "http-request return status 503 content-type \"text/html; charset=utf-8\" file /run/t/maintenance/web.html hdr Retry-After 60"
+        ),
+        "{web}"
+    );
+    assert!(!web.contains("date lt"), "{web}");
 }
 
 #[test]

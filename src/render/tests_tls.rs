@@ -1,6 +1,7 @@
 //! Rendering of TLS, redirects, tcp services and per-service settings;
 //! every config here also passes `haproxy -c`.
 
+use super::tests::lines_with;
 use super::tests_injection::haproxy_check;
 use super::*;
 use crate::model::tests::{facts, scope};
@@ -50,10 +51,6 @@ fn render(settings: Settings, containers: Vec<ContainerFacts>) -> String {
         panic!("haproxy -c refused: {error}");
     }
     text
-}
-
-fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
-    text.lines().map(str::trim).filter(|l| l.contains(needle)).collect()
 }
 
 #[test]

@@ -26,6 +26,32 @@ pub enum SettingsError {
          unix:///tmp/docker.sock"
     )]
     DockerHost { origin: &'static str, host: String },
+    #[error(
+        "--state-dir {}: too long for the unix sockets HAProxy makes in it ({socket} would be {len} bytes, \
+         at most {MAX_SOCKET_PATH}); pass a shorter one, e.g. --state-dir /var/lib/teal",
+        state_dir.display()
+    )]
+    StateDirTooLong {
+        state_dir: PathBuf,
+        socket: String,
+        len: usize,
+    },
+}
+
+/// A unix socket's path: 108 bytes with its terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The longest socket path teal makes HAProxy bind in the state dir (a
+/// service's hold) fits.
+pub(super) fn socket_paths(state_dir: &Path, longest: &str) -> Result<(), SettingsError> {
+    if longest.len() > MAX_SOCKET_PATH {
+        return Err(SettingsError::StateDirTooLong {
+            state_dir: state_dir.to_owned(),
+            socket: longest.to_owned(),
+            len: longest.len(),
+        });
+    }
+    Ok(())
 }
 
 /// The haproxy executable, looked up as exec would: a name without '/' in
@@ -138,6 +164,18 @@ mod tests {
         ] {
             assert!(resolve_docker_host(Some(bad.into()), None).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_state_dir_too_long_for_its_sockets_is_refused() {
+        let long = Path::new("/srv").join("d".repeat(90));
+        let socket = format!("{}/hold/0123456789abcdef.sock", long.display());
+        let error = socket_paths(&long, &socket).unwrap_err().to_string();
+        assert!(
+            error.contains("pass a shorter one") && error.contains("at most 107"),
+            "{error}"
+        );
+        assert!(socket_paths(Path::new("/var/lib/teal"), "/var/lib/teal/hold/0123456789abcdef.sock").is_ok());
     }
 
     #[test]

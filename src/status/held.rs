@@ -20,10 +20,14 @@ pub struct HeldRequests {
     pub expired: u64,
     /// Got the 503 at once: the service already held the most it may.
     pub refused: u64,
+    /// Handed to a new HAProxy worker by one stopping after a reload,
+    /// where they wait on (and are counted again).
+    #[serde(default)]
+    pub handed: u64,
 }
 
 /// Backend name -> counts, from the answer to `teal held` (a `#` header,
-/// then `backend holding held released expired refused` per line).
+/// then `backend holding held released expired refused handed` per line).
 pub fn parse_held(answer: &str) -> HashMap<String, HeldRequests> {
     answer
         .lines()
@@ -32,7 +36,7 @@ pub fn parse_held(answer: &str) -> HashMap<String, HeldRequests> {
             let mut words = line.split_whitespace();
             let backend = words.next()?.to_owned();
             let numbers: Vec<u64> = words.map(str::parse).collect::<Result<_, _>>().ok()?;
-            let [holding, held, released, expired, refused] = numbers[..] else {
+            let [holding, held, released, expired, refused, handed] = numbers[..] else {
                 return None;
             };
             Some((
@@ -43,6 +47,7 @@ pub fn parse_held(answer: &str) -> HashMap<String, HeldRequests> {
                     released,
                     expired,
                     refused,
+                    handed,
                 },
             ))
         })
@@ -55,7 +60,8 @@ mod tests {
 
     #[test]
     fn parses_the_scripts_answer_and_skips_what_it_does_not_know() {
-        let answer = "# backend holding held released expired refused\nweb 2 10 7 1 4\nbad 1 x\napi 0 0 0 0 0\n\n";
+        let answer =
+            "# backend holding held released expired refused handed\nweb 2 10 7 1 4 3\nbad 1 x\napi 0 0 0 0 0 0\n\n";
         let held = parse_held(answer);
         assert_eq!(held.len(), 2);
         assert_eq!(
@@ -65,7 +71,8 @@ mod tests {
                 held: 10,
                 released: 7,
                 expired: 1,
-                refused: 4
+                refused: 4,
+                handed: 3
             }
         );
         // An HAProxy without the script answers with an error: no counts.

@@ -30,7 +30,7 @@ pub struct ServiceLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HeldLabels {
     pub service: String,
-    /// released (a server came), expired (the bound passed), refused (too many held).
+    /// released (a server came), expired (the bound passed), refused (too many held), handed (to a new worker at a reload).
     pub outcome: &'static str,
 }
 
@@ -221,6 +221,7 @@ impl Metrics {
                 ("released", counts.released),
                 ("expired", counts.expired),
                 ("refused", counts.refused),
+                ("handed", counts.handed),
             ] {
                 let labels = HeldLabels {
                     service: service.clone(),
@@ -291,6 +292,7 @@ mod tests {
             released: 8,
             expired: 1,
             refused: 2,
+            handed: 0,
         };
         metrics.observe_held(&HashMap::from([("web".to_owned(), counts)]));
         let text = metrics.encode();

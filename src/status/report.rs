@@ -1,7 +1,7 @@
 //! The `/status` document: what teal sees and did. Read back by `teal status`
 //! and `teal rollout`, so it is both serialized and parsed here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::held::HeldRequests;
 use crate::isolate::Refusals;
 use crate::model::labels::{Mode, Slot};
-use crate::model::{ServerState, Snapshot};
+use crate::model::{Controls, ServerState, Snapshot};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DockerStatus {
@@ -31,6 +31,11 @@ pub struct ApplyRecord {
     /// the template or certificates): every other change reached HAProxy.
     #[serde(default)]
     pub left_out: bool,
+    /// The maintenance and pauses in the config HAProxy last loaded (by a
+    /// reload or start), by service: what `teal maintenance` and `teal
+    /// pause` wait for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub controls: BTreeMap<String, Controls>,
 }
 
 /// The HAProxy master of `--reload supervise`, as teal watches it.
@@ -158,6 +163,10 @@ pub struct ServiceStatus {
     /// running worker counts them); `None` when HAProxy does not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldRequests>,
+    /// `teal maintenance` and `teal pause`: `maintenance` (`message`,
+    /// `since`) and `pause` (`until`), each left out when not set.
+    #[serde(default)]
+    pub controls: Controls,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +242,7 @@ impl StatusReport {
                     })
                     .collect(),
                 held: None,
+                controls: service.controls.clone(),
             })
             .collect();
         let excluded = snapshot
@@ -336,7 +346,8 @@ mod tests {
                 "live_slot": "green", "preview_of": null, "servers": [{"name": "a-1", "container_id": "c1",
                 "container_name": "a", "image": "app:1", "address": "10.0.0.2", "port": 80, "weight": 100,
                 "state": "ready", "reason": null, "slot": "green", "drained": false, "haproxy": "UP",
-                "in_flight": 0}]}],
+                "in_flight": 0}],
+                "controls": {"maintenance": {"message": "back soon", "since": 1700000000}}}],
             "excluded": [], "last_reload": null}"#;
         let report: StatusReport = serde_json::from_str(json).unwrap();
         let server = &report.services[0].servers[0];

@@ -113,6 +113,27 @@ fn table(report: &StatusReport, colour: bool) -> String {
     if rows.is_empty() {
         let _ = writeln!(out, "(no services)");
     }
+    for service in &report.services {
+        if let Some(maintenance) = &service.controls.maintenance {
+            let _ = writeln!(
+                out,
+                "{}: in maintenance since {} ({:?}); `teal maintenance {} off` ends it",
+                service.name,
+                unix_time(maintenance.since),
+                maintenance.message,
+                service.name
+            );
+        }
+        if let Some(pause) = &service.controls.pause {
+            let _ = writeln!(
+                out,
+                "{}: paused until {}: requests are held; `teal resume {}` ends it",
+                service.name,
+                unix_time(pause.until),
+                service.name
+            );
+        }
+    }
     if !report.excluded.is_empty() {
         let _ = writeln!(out, "\nleft out:");
         for excluded in &report.excluded {
@@ -148,6 +169,10 @@ certificates (ACME):"
         }
     }
     out
+}
+
+fn unix_time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
 #[cfg(test)]
@@ -197,6 +222,10 @@ mod tests {
                     in_flight: Some(2),
                 }],
                 held: None,
+                controls: crate::model::Controls {
+                    maintenance: None,
+                    pause: Some(crate::model::Pause { until: 1_800_000_000 }),
+                },
             }],
             excluded: vec![ExcludedStatus {
                 container_id: "1234".into(),
@@ -217,6 +246,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("bad_1: label teal.port"), "{text}");
+        assert!(
+            text.contains("web: paused until 2027-01-15T08:00:00Z: requests are held; `teal resume web` ends it"),
+            "{text}"
+        );
         assert!(!text.contains('\x1b'));
     }
 }
