@@ -56,7 +56,8 @@ async fn maintenance_serves_the_page_across_a_teal_restart_until_turned_off() {
 
     let (ok, output) = run_cli(&teal, &["maintenance", "web", "off"]).await;
     assert!(ok && output.contains("web: maintenance off"), "{output}");
-    assert_eq!(teal.served().await, web.body);
+    // The restarted HAProxy may not have checked the server UP yet.
+    teal.wait_served_by(&web.body, CONVERGE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -344,6 +344,10 @@ impl RealHaproxy {
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         {
             let f: Vec<&str> = line.split_whitespace().collect();
+            // The hold's backup server is the template's, not the plan's.
+            if f[3] == "teal_hold" {
+                continue;
+            }
             let admin: u32 = f[6].parse().unwrap();
             let weight: u16 = f[7].parse().unwrap();
             // Forced maintenance (0x01), or disabled in the config (0x04)
