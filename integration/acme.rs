@@ -1,6 +1,6 @@
 //! Automatic HTTPS against a real ACME server (pebble, see `pebble.rs`):
 //! a certificate issued for a container's host and served with a chain to
-//! the CA's root, renewed without a reload, a challenge that cannot be
+//! the CA's root (on the preview listener's HTTPS too), renewed without a reload, a challenge that cannot be
 //! answered reported and retried while the other names get theirs, and a
 //! restart that serves the certificate it has without asking the CA.
 
@@ -70,8 +70,18 @@ async fn issues_serves_and_keeps_a_certificate_across_a_restart() {
     let (http_addr, https) = (free_addr(), free_addr().port());
     let pebble = Pebble::builder(http_addr.port()).start().await;
     let state = tempfile::tempdir().expect("state dir");
+    // Blue/green: the preview listener serves the green slot over HTTPS too.
+    let (preview, preview_https) = (free_addr(), free_addr().port());
+    let preview_args = [
+        "--preview-bind".to_owned(),
+        preview.to_string(),
+        "--preview-https-bind".to_owned(),
+        format!("127.0.0.1:{preview_https}"),
+    ];
+    let preview_args: Vec<&str> = preview_args.iter().map(String::as_str).collect();
     let mut teal = teal_with_acme(&prefix, &pebble, http_addr, https)
         .state_dir(state.path())
+        .args(&preview_args)
         .start()
         .await;
     let docker = Docker::shared();
@@ -81,6 +91,16 @@ async fn issues_serves_and_keeps_a_certificate_across_a_restart() {
         .label("host", &name)
         .label("tls", "acme")
         .label("https-redirect", "true")
+        .label("slot", "blue")
+        .run()
+        .await;
+    let green = docker
+        .container(&prefix, "green")
+        .service("web")
+        .label("host", &name)
+        .label("tls", "acme")
+        .label("https-redirect", "true")
+        .label("slot", "green")
         .run()
         .await;
     let root = teal.dir().join("pebble-root.pem");
@@ -89,11 +109,20 @@ async fn issues_serves_and_keeps_a_certificate_across_a_restart() {
         verified_get(https, &name, &root).await == web.body
     })
     .await;
+    wait_until(
+        ISSUED,
+        "the preview listener serves the other slot over HTTPS",
+        || async { verified_get(preview_https, &name, &root).await == green.body },
+    )
+    .await;
 
     // Plain HTTP redirects once the name has its certificate (the name is
     // added to the redirecting ones just after the certificate).
     let response = wait_for(ISSUED, "plain HTTP redirects to HTTPS", || async {
-        http::get(teal.http, &name, "/page").await.ok().filter(|r| r.status == 301)
+        http::get(teal.http, &name, "/page")
+            .await
+            .ok()
+            .filter(|r| r.status == 301)
     })
     .await;
     assert_eq!(
@@ -134,6 +163,7 @@ async fn issues_serves_and_keeps_a_certificate_across_a_restart() {
     pebble.stop();
     let teal = teal_with_acme(&prefix, &pebble, http_addr, https)
         .state_dir(state.path())
+        .args(&preview_args)
         .start()
         .await;
     wait_until(ISSUED, "the same certificate is served after the restart", || async {

@@ -295,6 +295,7 @@ impl RealHaproxy {
         let settings = teal::render::ContextSettings {
             http_bind: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             preview_bind: None,
+            preview_https_bind: None,
             admin_socket: admin_socket.display().to_string(),
             server_state_file: state_file.display().to_string(),
             label_prefix: "teal".into(),

@@ -307,6 +307,11 @@ pub struct ShapeArgs {
     #[arg(long, env = "TEAL_PREVIEW_BIND")]
     pub preview_bind: Option<BindAddr>,
 
+    /// Blue/green: the preview listener's HTTPS side, with the certificates of --certs and ACME
+    /// (needs --preview-bind, and --certs or --acme-email) [default: none].
+    #[arg(long, env = "TEAL_PREVIEW_HTTPS_BIND", requires = "preview_bind")]
+    pub preview_https_bind: Option<BindAddr>,
+
     /// Swarm services (labels from `deploy.labels`) as well as containers: auto (when the daemon is a swarm
     /// manager, re-checked every 30s), on (`--swarm` alone; warn while it is no manager) or off (`--swarm=off`).
     #[arg(
@@ -480,6 +485,26 @@ mod tests {
         let err = parse(&["teal", "run", "--acme-directory", "https://acme.test/dir"]).unwrap_err();
         assert!(err.contains("--acme-email"), "{err}");
         assert!(parse(&["teal", "run", "--acme-email", "nobody"]).is_err());
+    }
+
+    #[test]
+    fn preview_https_needs_the_preview_listener_and_certificates() {
+        let err = parse(&["teal", "render", "--preview-https-bind", ":8444"]).unwrap_err();
+        assert!(err.contains("--preview-bind"), "{err}");
+        let Ok(Command::Render(render)) = parse(&[
+            "teal",
+            "render",
+            "--preview-bind",
+            ":81",
+            "--preview-https-bind",
+            ":8444",
+        ]) else {
+            panic!("not render")
+        };
+        let err = crate::settings::Settings::for_render(render.shape)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--certs DIR or --acme-email"), "{err}");
     }
 
     #[test]

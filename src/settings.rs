@@ -127,6 +127,8 @@ pub struct Settings {
     pub reload: ReloadMode,
     pub http_bind: BindAddr,
     pub preview_bind: Option<BindAddr>,
+    /// `--preview-https-bind`: the preview listener's HTTPS side.
+    pub preview_https_bind: Option<BindAddr>,
     pub swarm: SwarmMode,
     pub certs: Option<PathBuf>,
     pub https_bind: BindAddr,
@@ -177,6 +179,7 @@ impl Default for Settings {
             reload: DEFAULT_RELOAD.parse().expect("the default reload mode parses"),
             http_bind: default_bind(DEFAULT_HTTP_BIND),
             preview_bind: None,
+            preview_https_bind: None,
             swarm: SwarmMode::Auto,
             certs: None,
             https_bind: default_bind(DEFAULT_HTTPS_BIND),
@@ -227,7 +230,7 @@ impl Settings {
     }
 
     fn shaped_by(args: ShapeArgs) -> Result<Self, SettingsError> {
-        Ok(Self {
+        let settings = Self {
             docker_host: checks::docker_host(args.docker.host.docker_host)?,
             label_prefix: args.docker.label_prefix,
             project: args.docker.project,
@@ -235,6 +238,7 @@ impl Settings {
             state_dir: args.state_dir.state_dir,
             http_bind: args.http_bind,
             preview_bind: args.preview_bind,
+            preview_https_bind: args.preview_https_bind,
             swarm: args.swarm,
             certs: args.certs,
             https_bind: args.https_bind,
@@ -246,7 +250,11 @@ impl Settings {
                 ca_file: args.acme.acme_ca_file,
             }),
             ..Self::default()
-        })
+        };
+        if settings.preview_https_bind.is_some() && !settings.tls() {
+            return Err(SettingsError::PreviewHttpsWithoutTls);
+        }
+        Ok(settings)
     }
 
     /// Logs what `teal run` with these settings exposes beyond this host.
@@ -259,6 +267,7 @@ impl Settings {
     pub fn frontend_ports(&self) -> std::collections::BTreeSet<u16> {
         let mut ports = std::collections::BTreeSet::from([self.http_bind.port, self.status_bind.port()]);
         ports.extend(self.preview_bind.map(|b| b.port));
+        ports.extend(self.preview_https_bind.map(|b| b.port));
         if self.tls() {
             ports.insert(self.https_bind.port);
         }

@@ -203,3 +203,54 @@ fn a_service_without_reachable_servers_keeps_its_route_and_answers_503() {
     let backend = text.split("backend api").nth(1).unwrap();
     assert!(!backend.contains("server "), "{backend}");
 }
+
+/// `--acme-email` with `--preview-https-bind`: HTTPS is bound on both
+/// listeners with ACME's crt-list and the fallback, the challenge answers
+/// come first, and an ACME route redirects only once its name is served.
+#[test]
+fn acme_binds_https_with_its_fallback_and_gates_redirects_on_served_names() {
+    let settings = Settings {
+        acme: Some(crate::settings::AcmeSettings {
+            email: "ops@example.com".into(),
+            directory: "https://acme.invalid/directory".into(),
+            ca_file: None,
+        }),
+        preview_bind: Some("127.0.0.1:8081".parse().unwrap()),
+        preview_https_bind: Some("127.0.0.1:8444".parse().unwrap()),
+        ..tls(None, "127.0.0.1:8443")
+    };
+    let containers = vec![
+        with(
+            facts("a", "shop", "10.0.0.2"),
+            &[("host", "shop.example"), ("tls", "acme"), ("https-redirect", "true")],
+        ),
+        with(
+            facts("bb", "blog", "10.0.0.3"),
+            &[("host", "blog.example"), ("https-redirect", "true")],
+        ),
+    ];
+    let text = render(settings, containers);
+    let binds = lines_with(&text, " ssl ");
+    assert_eq!(binds.len(), 2, "{text}");
+    for (bind, addr) in binds.iter().zip(["127.0.0.1:8443", "127.0.0.1:8444"]) {
+        assert!(bind.starts_with(&format!("bind {addr} ssl crt-list /")), "{bind}");
+        assert!(bind.contains("/acme/certificates.list crt /"), "{bind}");
+        assert!(bind.ends_with("/acme/fallback.pem alpn h2,http/1.1"), "{bind}");
+    }
+    let challenge = lines_with(&text, "acme-challenge");
+    assert_eq!(challenge.len(), 1);
+    assert!(
+        challenge[0].starts_with("http-request return status 200"),
+        "{}",
+        challenge[0]
+    );
+    // The blog has no certificate source: not redirected; the shop once served.
+    assert_eq!(
+        lines_with(&text, "use_backend"),
+        [
+            "use_backend blog if route0_host",
+            "use_backend teal_https_redirect if !{ ssl_fc } teal_acme_served route1_host",
+            "use_backend shop if route1_host",
+        ]
+    );
+}

@@ -36,6 +36,8 @@ pub enum SettingsError {
         socket: String,
         len: usize,
     },
+    #[error("--preview-https-bind needs certificates: add --certs DIR or --acme-email EMAIL, or drop it")]
+    PreviewHttpsWithoutTls,
 }
 
 /// A unix socket's path: 108 bytes with its terminating NUL.
