@@ -79,7 +79,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let (refused_tx, refused_rx) = watch::channel(Default::default());
     let (certificates_tx, certificates_rx) = watch::channel(Vec::new());
-    let acme = Acme::new(&settings, snapshots_rx.clone(), certificates_tx).map_err(anyhow::Error::msg)?;
+    let acme = Acme::new(&settings, snapshots_rx.clone(), certificates_tx.clone()).map_err(anyhow::Error::msg)?;
     let sources = StatusSources {
         snapshots: snapshots_rx.clone(),
         docker: docker_rx,
@@ -100,7 +100,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
     let model_task = tokio::spawn(model.run(reports_rx));
-    let acme_task = acme.map(|acme| tokio::spawn(acme.run(shutdown.clone())));
+    let acme_task = match acme {
+        Some(acme) => tokio::spawn(acme.run(shutdown.clone())),
+        None => tokio::spawn(crate::acme::report_disabled(
+            snapshots_rx.clone(),
+            certificates_tx,
+            shutdown.clone(),
+        )),
+    };
 
     // Without the flag, a closed channel: nothing ever arrives.
     let cert_changes = match &settings.certs {
@@ -140,9 +147,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = docker_task.await;
     let _ = swarm_task.await;
     let _ = model_task.await;
-    if let Some(task) = acme_task {
-        let _ = task.await;
-    }
+    let _ = acme_task.await;
     let _ = status_task.await;
     Ok(())
 }

@@ -150,6 +150,39 @@ const ATTEMPTS_ON_BAD_NONCE: usize = 3;
 /// (a suspended machine) delays a renewal by this at most.
 const LONGEST_SLEEP: Duration = Duration::from_secs(600);
 
+/// Without `--acme-email`: the names that ask for ACME are shown in
+/// `/status` with why they get no certificate, and logged once each.
+pub async fn report_disabled(
+    mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    status: watch::Sender<Vec<CertificateStatus>>,
+    shutdown: CancellationToken,
+) {
+    let mut warned = BTreeSet::new();
+    loop {
+        let wanted = snapshots
+            .borrow_and_update()
+            .as_deref()
+            .map(wanted_names)
+            .unwrap_or_default();
+        for name in wanted.difference(&warned) {
+            tracing::warn!(name = %name, "{DISABLED}");
+        }
+        let entry = Entry {
+            last_error: Some(DISABLED.to_owned()),
+            ..Entry::default()
+        };
+        status.send_replace(wanted.iter().map(|name| entry.status(name, true)).collect());
+        warned = wanted;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = snapshots.changed() => if changed.is_err() { break },
+        }
+    }
+}
+
+const DISABLED: &str =
+    "labelled tls=acme, but teal runs without --acme-email: no certificate is requested (served over HTTP)";
+
 /// The ACME task of `teal run`.
 pub struct Acme {
     pub client: Client,
@@ -315,6 +348,35 @@ impl Acme {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_acme_the_names_that_ask_show_why_they_get_nothing() {
+        use crate::model::tests::{facts, scope};
+        use crate::model::{ContainerUpdate, Inventory};
+        let mut web = facts("a", "web", "10.0.0.2");
+        web.labels.insert("teal.host".into(), "a.example,b.example".into());
+        web.labels.insert("teal.tls".into(), "acme".into());
+        let mut inventory = Inventory::default();
+        inventory.apply(ContainerUpdate::Resync(vec![web, facts("bb", "plain", "10.0.0.3")]));
+        let (_snapshots_tx, snapshots) = watch::channel(Some(Arc::new(inventory.snapshot(&scope()))));
+        let (status_tx, mut status) = watch::channel(Vec::new());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(report_disabled(snapshots, status_tx, shutdown.clone()));
+        status.changed().await.unwrap();
+        let names: Vec<(String, bool)> = status
+            .borrow()
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.last_error.as_deref().is_some_and(|e| e.contains("--acme-email")),
+                )
+            })
+            .collect();
+        assert_eq!(names, [("a.example".into(), true), ("b.example".into(), true)]);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
 
     #[test]
     fn retries_after_10s_then_three_times_longer_up_to_6h() {
