@@ -6,11 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::apply::admin_command;
 
 use super::client::Challenges;
 use super::files::AcmeFiles;
+
+/// How long a command waits for an admin socket that does not answer.
+const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
 /// The running HAProxy, reached on its admin socket.
 pub struct Haproxy {
@@ -30,10 +34,19 @@ impl Haproxy {
     }
 
     /// Sends one command; `Err` with HAProxy's answer unless `accepted`.
+    /// An admin socket that does not answer yet (HAProxy starting, as at
+    /// teal's own start) is tried again for a few seconds.
     async fn send(&self, command: &str, accepted: impl Fn(&str) -> bool) -> Result<String, String> {
-        let answer = admin_command(&self.admin_socket, command)
-            .await
-            .map_err(|e| format!("HAProxy's admin socket {}: {e}", self.admin_socket.display()))?;
+        let deadline = tokio::time::Instant::now() + SOCKET_WAIT;
+        let answer = loop {
+            match admin_command(&self.admin_socket, command).await {
+                Ok(answer) => break answer,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(format!("HAProxy's admin socket {}: {e}", self.admin_socket.display())),
+            }
+        };
         if accepted(answer.trim()) {
             Ok(answer)
         } else {
