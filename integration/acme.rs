@@ -181,9 +181,9 @@ async fn renews_a_short_lived_certificate_without_a_reload() {
     let prefix = unique_prefix();
     let name = format!("short.{prefix}.test");
     let (http_addr, https) = (free_addr(), free_addr().port());
-    // Renewed a third of its lifetime before it ends: 8 s after issue.
+    // Renewed a third of its lifetime before it ends: 4 s after issue.
     let pebble = Pebble::builder(http_addr.port())
-        .validity(Duration::from_secs(12))
+        .validity(Duration::from_secs(6))
         .start()
         .await;
     let teal = teal_with_acme(&prefix, &pebble, http_addr, https).start().await;
