@@ -167,6 +167,33 @@ async fn compose_example_rollout_loses_no_request() {
         true
     })
     .await;
+    let stats = restart_under_load(port, &new[0], "compose example").await;
+    assert_eq!(
+        stats.failures,
+        0,
+        "failed requests: {:?}\n{}",
+        stats.errors,
+        compose.logs("teal").await
+    );
+}
+
+/// The hold, in a layout: `docker restart` of a service's only replica
+/// under load.
+async fn restart_under_load(port: u16, container: &str, layout: &str) -> LoadStats {
+    let load = Load::start(([127, 0, 0, 1], port).into(), CLIENTS);
+    wait_until(CONVERGE, "load is flowing", || async { load.requests() >= 100 }).await;
+    let restart = Instant::now();
+    run("docker", &["restart", "-t", "10", container], &[]).await;
+    let restarted = restart.elapsed();
+    let after_restart = load.requests();
+    wait_until(CONVERGE, "the restarted replica serves under load", || async {
+        load.requests() > after_restart + 100
+    })
+    .await;
+    let stats = load.stop().await;
+    eprintln!("{layout}: docker restart took {restarted:?}");
+    report(&format!("{layout}, docker restart of the only replica"), &stats);
+    stats
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -247,4 +274,9 @@ async fn split_layout_reloads_an_haproxy_container() {
         "teal never reloaded the HAProxy container:\n{}",
         metrics.body
     );
+
+    // The hold works here too: the HAProxy container binds the hold sockets
+    // in the shared state dir.
+    let stats = restart_under_load(port, &b.id, "split layout").await;
+    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
 }
