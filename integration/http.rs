@@ -35,13 +35,29 @@ impl Response {
 }
 
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> io::Result<Response> {
+    request(addr, host, &format!("GET {path}"), b"").await
+}
+
+/// A POST of `body` (held requests carry theirs through the hold).
+pub async fn post(addr: SocketAddr, host: &str, path: &str, body: &[u8]) -> io::Result<Response> {
+    request(addr, host, &format!("POST {path}"), body).await
+}
+
+/// `line`: the method and path of the request line.
+async fn request(addr: SocketAddr, host: &str, line: &str, body: &[u8]) -> io::Result<Response> {
     tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut stream = TcpStream::connect(addr).await?;
+        let length = if body.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Length: {}\r\n", body.len())
+        };
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: teal-integration\r\n\
-             Connection: close\r\n\r\n"
+            "{line} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: teal-integration\r\n\
+             {length}Connection: close\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
+        stream.write_all(body).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
         parse(&raw)
