@@ -142,6 +142,17 @@ async fn terminates_tls_by_sni_and_redirects_per_service() {
     .await;
     // Each name gets its own certificate.
     assert!(same_pem(&presented(https, &a).await.expect("TLS to a"), &cert_a));
+    // /status and the metrics describe each file.
+    let report = teal::status::fetch(teal.status).await.expect("/status");
+    let file = format!("{a}.pem");
+    let listed = report.certificates.iter().find(|c| c.name == file).expect("listed");
+    assert_eq!(listed.names, std::slice::from_ref(&a));
+    assert!(listed.last_error.is_none() && listed.not_after.is_some(), "{listed:?}");
+    let left = teal
+        .metric(&format!("teal_certificate_expiry_seconds{{name=\"{file}\"}}"))
+        .await
+        .expect("expiry metric");
+    assert!(left > 3600.0, "{left}");
     assert!(same_pem(&presented(https, &b).await.expect("TLS to b"), &cert_b));
 
     // Plain HTTP: redirected for the service that asks, served for the other.

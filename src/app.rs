@@ -89,6 +89,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         haproxy: supervisor.as_ref().map(Supervisor::status),
         refused: refused_rx,
         certificates: certificates_rx,
+        certs_dir: settings.certs.clone(),
     };
     let status_task = status::serve(settings.status_bind, sources, shutdown.clone()).await?;
     let docker_task = tokio::spawn(watcher.run(shutdown.clone()));

@@ -55,7 +55,7 @@ const COMPANIONS: &[&str] = &[".key", ".ocsp", ".issuer", ".sctl"];
 /// The files HAProxy loads from `dir`: every regular file but dotfiles
 /// (editors' temp files usually are) and companion files (`.key`, `.ocsp`,
 /// `.issuer`, `.sctl`), by name, each with its contents.
-fn scan(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, CertsError> {
+pub(crate) fn scan(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, CertsError> {
     let error = |source| CertsError::Read {
         dir: dir.display().to_string(),
         source,

@@ -44,12 +44,24 @@ pub use certificate::CertificateInfo;
 pub use client::{Challenges, Client, Failure, Issued};
 pub use files::{AcmeFiles, FilesError};
 
-/// A certificate teal keeps (or wants) for one host name, as `/status`
-/// shows it.
+/// Where a certificate comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateSource {
+    /// Ordered by teal (`teal.tls=acme`).
+    #[default]
+    Acme,
+    /// A file of `--certs`.
+    Certs,
+}
+
+/// A certificate teal serves (or wants), as `/status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateStatus {
-    /// The host name it is for (`teal.host`).
+    /// ACME: the host name it is for (`teal.host`); `--certs`: the file name.
     pub name: String,
+    #[serde(default)]
+    pub source: CertificateSource,
     /// The names the certificate holds; empty until there is one.
     pub names: Vec<String>,
     pub issuer: Option<String>,
@@ -61,12 +73,36 @@ pub struct CertificateStatus {
     pub last_error: Option<String>,
     /// After a failure: when teal tries again (RFC 3339).
     pub retry_at: Option<String>,
-    /// A service routes the name with `teal.tls=acme`; a certificate no
-    /// service asks for any more is kept (and served) but not renewed.
+    /// ACME: a service routes the name with `teal.tls=acme`; a certificate
+    /// no service asks for any more is kept (and served) but not renewed.
+    /// Always true for `--certs`.
     pub wanted: bool,
 }
 
 impl CertificateStatus {
+    /// A file of `--certs`: what it holds, and why HAProxy refuses it if it does.
+    pub fn of_file(file: &str, pem: &[u8], refused: Option<&str>) -> Self {
+        let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let info = CertificateInfo::read(pem);
+        let last_error = match (&info, refused) {
+            (_, Some(reason)) => Some(format!("HAProxy refuses it: {reason}")),
+            (Err(error), None) => Some(error.clone()),
+            (Ok(_), None) => None,
+        };
+        let info = info.ok();
+        Self {
+            name: file.to_owned(),
+            source: CertificateSource::Certs,
+            names: info.as_ref().map(|c| c.names.clone()).unwrap_or_default(),
+            issuer: info.as_ref().map(|c| c.issuer.clone()),
+            not_after: info.as_ref().map(|c| time(c.not_after)),
+            renew_at: None,
+            last_error,
+            retry_at: None,
+            wanted: true,
+        }
+    }
+
     /// Seconds until `not_after`; `None` without a certificate.
     pub fn seconds_left(&self, now: SystemTime) -> Option<i64> {
         let not_after = humantime::parse_rfc3339(self.not_after.as_deref()?).ok()?;
@@ -108,6 +144,7 @@ impl Entry {
         let certificate = self.certificate.as_ref();
         CertificateStatus {
             name: name.to_owned(),
+            source: CertificateSource::Acme,
             names: certificate.map(|c| c.names.clone()).unwrap_or_default(),
             issuer: certificate.map(|c| c.issuer.clone()),
             not_after: certificate.map(|c| time(c.not_after)),
@@ -376,6 +413,28 @@ mod tests {
         assert_eq!(names, [("a.example".into(), true), ("b.example".into(), true)]);
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn a_certs_file_shows_its_names_or_why_it_is_refused() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+        let good = CertificateStatus::of_file("a.pem", pem.as_bytes(), None);
+        assert_eq!(
+            (good.source, good.names.as_slice()),
+            (CertificateSource::Certs, &["a.example".to_owned()][..])
+        );
+        assert!(good.last_error.is_none() && good.not_after.is_some());
+        let refused = CertificateStatus::of_file("b.pem", b"junk", Some("unable to load certificate"));
+        assert_eq!(
+            refused.last_error.as_deref(),
+            Some("HAProxy refuses it: unable to load certificate")
+        );
+        assert!(refused.not_after.is_none());
     }
 
     #[test]

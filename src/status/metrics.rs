@@ -66,9 +66,9 @@ pub struct Metrics {
     /// As HAProxy's running worker counts them, read at each scrape.
     pub requests_holding: Family<ServiceLabel, Gauge>,
     pub requests_held: Family<HeldLabels, Counter>,
-    /// ACME certificates: seconds until each expires, at each scrape.
+    /// Certificates (ACME and `--certs`): seconds until each expires, at each scrape.
     pub certificate_expiry: Family<NameLabel, Gauge>,
-    /// ACME names whose last order failed.
+    /// ACME names whose last order failed, `--certs` files HAProxy refuses.
     pub certificate_errors: Family<NameLabel, Gauge>,
 }
 
@@ -186,12 +186,12 @@ impl Default for Metrics {
         );
         r.register(
             "certificate_expiry_seconds",
-            "Seconds until the ACME certificate of each host name expires (negative once it has)",
+            "Seconds until each certificate expires (negative once it has): ACME's by host name, --certs files by file name",
             metrics.certificate_expiry.clone(),
         );
         r.register(
             "certificate_failing",
-            "1 for each ACME host name whose last order failed (the reason is in /status)",
+            "1 for each ACME host name whose last order failed, and each --certs file HAProxy refuses (the reason is in /status)",
             metrics.certificate_errors.clone(),
         );
         metrics
@@ -235,7 +235,7 @@ impl Metrics {
         }
     }
 
-    /// Sets the certificate metrics to ACME's certificates as of `now`.
+    /// Sets the certificate metrics to `certificates` as of `now`.
     pub fn observe_certificates(&self, certificates: &[crate::acme::CertificateStatus], now: std::time::SystemTime) {
         self.certificate_expiry.clear();
         self.certificate_errors.clear();

@@ -56,6 +56,8 @@ pub struct StatusSources {
     pub refused: watch::Receiver<crate::isolate::Refusals>,
     /// ACME's certificates, from its task (empty without ACME).
     pub certificates: watch::Receiver<Vec<crate::acme::CertificateStatus>>,
+    /// `--certs`: its files are read at each request.
+    pub certs_dir: Option<PathBuf>,
 }
 
 impl StatusSources {
@@ -92,7 +94,7 @@ impl StatusSources {
                 }
             }
         }
-        report.certificates = self.certificates.borrow().clone();
+        report.certificates = self.all_certificates(&report.refused);
         if let Some(held) = self.held_requests().await {
             for service in report
                 .services
@@ -103,6 +105,23 @@ impl StatusSources {
             }
         }
         report
+    }
+
+    /// The files of `--certs` (with HAProxy's refusals), then ACME's.
+    fn all_certificates(&self, refused: &crate::isolate::Refusals) -> Vec<crate::acme::CertificateStatus> {
+        let mut all = Vec::new();
+        if let Some(files) = self.certs_dir.as_deref().and_then(|dir| crate::tls::scan(dir).ok()) {
+            for (file, pem) in files {
+                let reason = refused
+                    .certificates
+                    .iter()
+                    .find(|r| r.file == file)
+                    .map(|r| r.reason.as_str());
+                all.push(crate::acme::CertificateStatus::of_file(&file, &pem, reason));
+            }
+        }
+        all.extend(self.certificates.borrow().iter().cloned());
+        all
     }
 
     /// Whether HAProxy serves: the supervised master runs, or (other reload
@@ -196,9 +215,10 @@ async fn metrics(State(sources): State<StatusSources>) -> Response {
     if let Some(held) = sources.held_requests().await {
         sources.metrics.observe_held(&held);
     }
+    let certificates = sources.all_certificates(&sources.refused.borrow().clone());
     sources
         .metrics
-        .observe_certificates(&sources.certificates.borrow(), std::time::SystemTime::now());
+        .observe_certificates(&certificates, std::time::SystemTime::now());
     (
         [(
             header::CONTENT_TYPE,

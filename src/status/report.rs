@@ -190,7 +190,8 @@ pub struct StatusReport {
     /// teal leaves out; the refused services' containers are in `excluded`.
     #[serde(default)]
     pub refused: Refusals,
-    /// ACME: one per host name teal keeps or wants a certificate for.
+    /// Every file of `--certs`, then ACME's: one per host name teal keeps
+    /// or wants a certificate for.
     #[serde(default)]
     pub certificates: Vec<crate::acme::CertificateStatus>,
 }

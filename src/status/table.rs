@@ -148,19 +148,19 @@ fn table(report: &StatusReport, colour: bool) -> String {
         let _ = writeln!(out, "certificate refused: {}: {}", certificate.file, certificate.reason);
     }
     if !report.certificates.is_empty() {
-        let _ = writeln!(
-            out,
-            "
-certificates (ACME):"
-        );
+        let _ = writeln!(out, "\ncertificates:");
         for certificate in &report.certificates {
             let validity = match &certificate.not_after {
                 Some(not_after) => format!("until {not_after}"),
                 None => "none yet".to_owned(),
             };
-            let _ = write!(out, "  {}: {validity}", certificate.name);
+            let source = match certificate.source {
+                crate::acme::CertificateSource::Acme => "acme",
+                crate::acme::CertificateSource::Certs => "--certs",
+            };
+            let _ = write!(out, "  {} ({source}): {validity}", certificate.name);
             if let Some(error) = &certificate.last_error {
-                let _ = write!(out, "; last order failed: {error}");
+                let _ = write!(out, "; {error}");
             }
             if !certificate.wanted {
                 let _ = write!(out, " (no service asks for it; not renewed)");
