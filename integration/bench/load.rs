@@ -61,6 +61,19 @@ fn load_runtime() -> tokio::runtime::Runtime {
 impl Load {
     /// Runs `rate` requests per second for `duration` against `addr`.
     pub fn start(addr: SocketAddr, rate: u32, workers: u32, duration: Duration, mode: Connections) -> Load {
+        Self::start_on(addr, "/", rate, workers, duration, mode)
+    }
+
+    /// The same, GETting `path`; a worker waits for each answer (a slow
+    /// one delays its next request).
+    pub fn start_on(
+        addr: SocketAddr,
+        path: &'static str,
+        rate: u32,
+        workers: u32,
+        duration: Duration,
+        mode: Connections,
+    ) -> Load {
         let runtime = load_runtime();
         let started = Instant::now();
         let first_seen: FirstSeen = Arc::default();
@@ -71,7 +84,7 @@ impl Load {
                 runtime.spawn(async move {
                     // Spread the workers over one period so the rate is even.
                     tokio::time::sleep(period * i / workers).await;
-                    worker(addr, period, started + duration, started, mode, first_seen).await
+                    worker(addr, path, period, started + duration, started, mode, first_seen).await
                 })
             })
             .collect();
@@ -104,7 +117,8 @@ impl Load {
                 }
                 let seen = seen.clone();
                 requests.spawn(async move {
-                    let (sample, outcome) = timed_request(addr, Connections::Close, &mut None, sent, started).await;
+                    let (sample, outcome) =
+                        timed_request(addr, "/", Connections::Close, &mut None, sent, started).await;
                     if let Ok(body) = &outcome {
                         seen.lock().unwrap().entry(body.clone()).or_insert_with(Instant::now);
                     }
@@ -163,6 +177,7 @@ impl Load {
 
 async fn worker(
     addr: SocketAddr,
+    path: &str,
     period: Duration,
     until: Instant,
     started: Instant,
@@ -181,7 +196,7 @@ async fn worker(
         if sent >= until {
             break;
         }
-        let (sample, outcome) = timed_request(addr, mode, &mut conn, sent, started).await;
+        let (sample, outcome) = timed_request(addr, path, mode, &mut conn, sent, started).await;
         samples.push(sample);
         match outcome {
             Ok(body) => {
@@ -196,19 +211,23 @@ async fn worker(
 }
 
 /// One GET sent at `sent`, within [`TIMEOUT`]: its sample, and the body that
-/// answered or why none did. A failed connection is not reused.
+/// answered or why none did ("truncated": a 200 whose body ended short of
+/// its Content-Length). A failed connection is not reused.
 async fn timed_request(
     addr: SocketAddr,
+    path: &str,
     mode: Connections,
     conn: &mut Option<BufReader<TcpStream>>,
     sent: Instant,
     started: Instant,
 ) -> (Sample, Result<String, String>) {
-    let result = tokio::time::timeout(TIMEOUT, request(addr, mode, conn)).await;
+    let result = tokio::time::timeout(TIMEOUT, request(addr, path, mode, conn)).await;
     let latency = sent.elapsed();
     let outcome = match result {
-        Ok(Ok((200, body))) => Ok(body),
-        Ok(Ok((status, _))) => Err(format!("HTTP {status}")),
+        // The body's first word names the container that answered.
+        Ok(Ok((200, body, true))) => Ok(body.split_whitespace().next().unwrap_or_default().to_owned()),
+        Ok(Ok((200, _, false))) => Err("truncated".to_owned()),
+        Ok(Ok((status, _, _))) => Err(format!("HTTP {status}")),
         Ok(Err(e)) => Err(format!("{:?}", e.kind())),
         Err(_) => Err("timeout".to_owned()),
     };
@@ -223,12 +242,14 @@ async fn timed_request(
     (sample, outcome)
 }
 
-/// One GET; returns the status and the trimmed body.
+/// One GET; returns the status, the trimmed body, and whether the body
+/// came whole.
 async fn request(
     addr: SocketAddr,
+    path: &str,
     mode: Connections,
     conn: &mut Option<BufReader<TcpStream>>,
-) -> std::io::Result<(u16, String)> {
+) -> std::io::Result<(u16, String, bool)> {
     let stream = match conn.take() {
         Some(stream) => stream,
         None => BufReader::new(TcpStream::connect(addr).await?),
@@ -239,7 +260,7 @@ async fn request(
     } else {
         "close"
     };
-    let head = format!("GET / HTTP/1.1\r\nHost: bench\r\nConnection: {connection}\r\n\r\n");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: {connection}\r\n\r\n");
     stream.get_mut().write_all(head.as_bytes()).await?;
 
     let mut line = String::new();
@@ -268,20 +289,22 @@ async fn request(
         }
     }
     let mut body = Vec::new();
-    match length {
+    let whole = match length {
         Some(n) => {
-            body.resize(n, 0);
-            stream.read_exact(&mut body).await?;
+            // As far as it came: a server that dies mid-body cuts it short.
+            (&mut stream).take(n as u64).read_to_end(&mut body).await?;
+            body.len() == n
         }
         None => {
             stream.read_to_end(&mut body).await?;
             server_closes = true;
+            true
         }
-    }
-    if !server_closes {
+    };
+    if !server_closes && whole {
         *conn = Some(stream);
     }
-    Ok((status, String::from_utf8_lossy(&body).trim().to_owned()))
+    Ok((status, String::from_utf8_lossy(&body).trim().to_owned(), whole))
 }
 
 /// p-th percentile (0..=100) of the latencies, in milliseconds.

@@ -6,8 +6,8 @@
 //! cargo bench --bench rollout -- cc ka --seconds 20
 //! ```
 //! Scenarios: cc, ka, sigterm, slow-health, never-healthy, control,
-//! control-sigterm, naive, burst, event-to-routable. Not part of the test
-//! run: it takes about 15 minutes.
+//! control-sigterm, naive, stream-rollout, stream-stop, burst,
+//! event-to-routable. Not part of the test run: it takes about 17 minutes.
 
 mod app;
 // Shared with the fault benchmark, which uses more of them.
@@ -17,6 +17,7 @@ mod routable;
 #[allow(dead_code)]
 mod stack;
 mod start;
+mod stream;
 
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,11 @@ async fn run(args: start::BenchArgs) {
     if args.wants("naive") {
         println!("{}", naive(duration).await);
     }
+    for how in [stream::How::Rollout, stream::How::Stop] {
+        if args.wants(how.name()) {
+            println!("{}", stream::scenario(how, duration).await);
+        }
+    }
     if args.wants("burst") {
         burst().await;
     }
@@ -125,7 +131,26 @@ struct Steady {
     rollout_start: Duration,
 }
 
-async fn steady(name: &str, connections: Connections, options: &[&str], duration: Duration) -> Steady {
+/// What the clients send: GET `path`, `rate` a second in all, from `workers` clients.
+#[derive(Clone, Copy)]
+struct Traffic {
+    path: &'static str,
+    rate: u32,
+    workers: u32,
+    connections: Connections,
+}
+
+/// The rollout scenarios' traffic: GET `/` at [`RATE`] from [`WORKERS`].
+fn gets(connections: Connections) -> Traffic {
+    Traffic {
+        path: "/",
+        rate: RATE,
+        workers: WORKERS,
+        connections,
+    }
+}
+
+async fn steady(name: &str, traffic: Traffic, options: &[&str], duration: Duration) -> Steady {
     let prefix = unique(name);
     let teal = Teal::start(&prefix).await;
     let mut containers = Containers::new(&prefix);
@@ -135,7 +160,13 @@ async fn steady(name: &str, connections: Connections, options: &[&str], duration
     })
     .await;
 
-    let load = Load::start(teal.http, RATE, WORKERS, duration, connections);
+    let Traffic {
+        path,
+        rate,
+        workers,
+        connections,
+    } = traffic;
+    let load = Load::start_on(teal.http, path, rate, workers, duration, connections);
     tokio::time::sleep(duration / 4).await;
     // Read after the steady phase: the counter moves just after HAProxy
     // already serves the first container.
@@ -160,7 +191,7 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
         load,
         reloads_before,
         rollout_start,
-    } = steady(name, connections, old_options, duration).await;
+    } = steady(name, gets(connections), old_options, duration).await;
     let new_id = containers.run("web", new.options, new.command);
     let started = Instant::now();
 
@@ -217,7 +248,7 @@ async fn control(name: &str, options: &[&str], duration: Duration) -> Row {
         reloads_before,
         rollout_start,
         ..
-    } = steady(name, Connections::Close, &[], duration).await;
+    } = steady(name, gets(Connections::Close), &[], duration).await;
     let other = containers.run_unrouted(options);
     containers.stop(&other, 2);
     containers.remove(&other);

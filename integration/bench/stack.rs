@@ -140,7 +140,13 @@ impl Containers {
 impl Drop for Containers {
     /// One at a time: `docker rm -f` with many ids removes them in parallel,
     /// and Docker 20.10's network cleanup deadlocked under 200 of those.
+    /// With the ones `teal rollout` created: every container of the prefix.
     fn drop(&mut self) {
+        let label = format!("label={}.service", self.prefix);
+        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output() {
+            self.ids
+                .extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned));
+        }
         for id in &self.ids {
             let _ = Command::new("docker")
                 .args(["rm", "-f", id])
@@ -191,6 +197,26 @@ impl Teal {
         })
         .await;
         assert!(up, "teal did not start; see {}", self.dir.join("teal.log").display());
+    }
+
+    /// Runs `teal ARGS` (`rollout`, `drain`...) against this daemon: its
+    /// prefix, state dir and status endpoint. Whether it succeeded, and
+    /// what it printed.
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_teal"))
+            .args(args)
+            .env("TEAL_LABEL_PREFIX", &self.prefix)
+            .env("TEAL_STATE_DIR", &self.dir)
+            .env("TEAL_STATUS_BIND", self.status.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn teal");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), printed)
     }
 
     /// SIGKILL, as a crash or the OOM killer would: teal gets no say.
