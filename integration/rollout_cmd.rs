@@ -200,6 +200,18 @@ pub async fn run_under_load(teal: &Teal, load: Load, args: &[&str], more: u64) -
     (output, stats)
 }
 
+/// The requests the deploy report says the `side` (old, new) servers served.
+pub fn served_by(output: &str, side: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{side}: ")))
+        .unwrap_or_else(|| panic!("no {side}: line in the deploy report:\n{output}"));
+    let requests = line.split(", ").nth(1).and_then(|f| f.strip_suffix(" requests"));
+    requests
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in {line:?}"))
+}
+
 pub fn summary(what: &str, stats: &LoadStats) -> String {
     let mut served: Vec<String> = stats.seen.iter().map(|(b, s)| format!("{b}={}", s.count)).collect();
     served.sort();
@@ -236,7 +248,18 @@ async fn rollout_follows_the_tag_under_load() {
 
     // What a `docker pull` of a new release does: the tag moves.
     deploy.tag(&v2, "stable").await;
-    let (_, stats) = run_under_load(&teal, load, &["rollout", "web", "--drain", "2s"], 200).await;
+    let (output, stats) = run_under_load(&teal, load, &["rollout", "web", "--drain", "2s"], 200).await;
+    let (old_served, new_served) = (served_by(&output, "old"), served_by(&output, "new"));
+    assert!(output.contains("(rollout web): completed in"), "{output}");
+    assert!(old_served > 0 && new_served > 0, "{output}");
+    assert!(old_served + new_served <= stats.requests, "more served than sent:\n{output}");
+    assert!(output.contains(" 0 5xx,"), "{output}");
+    let report = teal::status::fetch(teal.status).await.expect("GET /status");
+    let last = &report.deploys[0];
+    assert_eq!(last.outcome, teal::deploy::Outcome::Completed, "{last:?}");
+    assert_eq!(last.new.requests, new_served, "{last:?}");
+    let completed = teal.metric("teal_deploys_total{outcome=\"completed\"}").await;
+    assert_eq!(completed, Some(1.0));
 
     let new = deploy.running().await;
     assert_eq!(new.len(), 2, "{new:?}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::docker::Docker;
 use crate::http::{self, describe, Load};
-use crate::rollout_cmd::{more_requests, run_cli, summary};
+use crate::rollout_cmd::{more_requests, run_cli, served_by, summary};
 use crate::teal::Teal;
 use crate::util::{free_addr, unique_prefix, wait_until};
 
@@ -41,6 +41,8 @@ async fn switch_under_load(teal: &Teal, preview: SocketAddr, expect: &str) {
     let (ok, output) = run_cli(teal, &["switch", "web"]).await;
     assert!(ok, "switch failed:\n{output}");
     assert!(output.contains(expect), "expected {expect:?} in:\n{output}");
+    assert!(output.contains("(switch web): completed in"), "{output}");
+    served_by(&output, "new");
     more_requests(&live_load, 100).await;
     more_requests(&preview_load, 100).await;
     for (what, load) in [("live", live_load), ("preview", preview_load)] {

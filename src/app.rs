@@ -90,6 +90,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         refused: refused_rx,
         certificates: certificates_rx,
         certs_dir: settings.certs.clone(),
+        state_dir: settings.state_dir.clone(),
     };
     let status_task = status::serve(settings.status_bind, sources, shutdown.clone()).await?;
     let docker_task = tokio::spawn(watcher.run(shutdown.clone()));

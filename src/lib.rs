@@ -45,7 +45,9 @@
 //! - [`watch`]: one debounced file watch for `--template`, `--certs` and
 //!   the state files; [`signal`]: SIGTERM and SIGINT.
 //! - [`rollout`], [`switch`], [`drain`]: `teal rollout`, `teal switch` and
-//!   `teal drain`, clients of Docker and of a running daemon's `/status`.
+//!   `teal drain`, clients of Docker and of a running daemon's `/status`;
+//!   [`deploy`]: the report of what a rollout or switch cost, from
+//!   HAProxy's per-server counters, kept for `/status`.
 //! - [`app`]: wires the tasks together for `teal run`; [`oneshot`]: `teal
 //!   render`, `check` and `status`.
 //! - [`cli`] -> [`settings`]: the flags of each subcommand, validated into
@@ -57,6 +59,7 @@ pub mod apply;
 pub(crate) mod backoff;
 pub mod cli;
 pub mod controls;
+pub mod deploy;
 pub mod docker;
 pub mod drain;
 pub mod drained;

@@ -98,12 +98,24 @@ pub fn load<C: Choice>(state_dir: &Path) -> Result<C, StateFileError> {
 /// Loads the choice, lets `edit` change it and writes it back, all under
 /// a lock file, so two concurrent edits give both, never one lost.
 pub fn edit<C: Choice, R>(state_dir: &Path, edit: impl FnOnce(&mut C) -> R) -> Result<R, StateFileError> {
-    let write_error = |path: &Path, source| StateFileError::Write {
-        path: path.display().to_string(),
-        source,
-    };
+    locked(state_dir, C::FILE, || {
+        let mut choice = load::<C>(state_dir)?;
+        let result = edit(&mut choice);
+        let path = path::<C>(state_dir);
+        write_atomic(&path, choice.to_json().as_bytes()).map_err(|e| write_error(&path, e))?;
+        Ok(result)
+    })
+}
+
+/// Runs `cycle` (a read-edit-write of `state_dir/file`) holding the lock
+/// file beside it, `NAME.lock`, creating the state dir when missing.
+pub fn locked<R>(
+    state_dir: &Path,
+    file: &str,
+    cycle: impl FnOnce() -> Result<R, StateFileError>,
+) -> Result<R, StateFileError> {
     crate::apply::create_private_dir(state_dir).map_err(|e| write_error(state_dir, e))?;
-    let lock_path = state_dir.join(C::FILE).with_extension("lock");
+    let lock_path = state_dir.join(file).with_extension("lock");
     let lock = std::fs::File::options()
         .create(true)
         .truncate(false)
@@ -112,11 +124,14 @@ pub fn edit<C: Choice, R>(state_dir: &Path, edit: impl FnOnce(&mut C) -> R) -> R
         .map_err(|e| write_error(&lock_path, e))?;
     // Released when `lock` is dropped (or the process dies).
     lock.lock().map_err(|e| write_error(&lock_path, e))?;
-    let mut choice = load::<C>(state_dir)?;
-    let result = edit(&mut choice);
-    let path = path::<C>(state_dir);
-    write_atomic(&path, choice.to_json().as_bytes()).map_err(|e| write_error(&path, e))?;
-    Ok(result)
+    cycle()
+}
+
+pub fn write_error(path: &Path, source: std::io::Error) -> StateFileError {
+    StateFileError::Write {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 pub type Snapshots = watch::Receiver<Option<Arc<Snapshot>>>;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::deploy::{Deploy, Outcome};
 use crate::model::labels::{ServiceName, Slot};
 use crate::settings::SwitchSettings;
 use crate::slots::{self, LiveSlots};
@@ -50,9 +51,23 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
         Err(_) => {}
     }
 
+    let ids = |report: &StatusReport, slot: Slot| -> Vec<String> {
+        slot_servers(report, service, &preview, slot)
+            .iter()
+            .map(|s| s.container_id.clone())
+            .collect()
+    };
+    let (old_ids, new_ids) = match &report {
+        Ok(report) => (ids(report, current), ids(report, target)),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    let deploy = match report {
+        Ok(_) => Some(Deploy::start(settings.status_bind, service.as_str(), "switch").await),
+        Err(_) => None,
+    };
     slots::store(&settings.state_dir, service, Some(target))?;
     let path = crate::state_file::path::<LiveSlots>(&settings.state_dir);
-    if report.is_err() {
+    let Some(deploy) = deploy else {
         println!(
             "{service}: {} is live, saved in {}; no daemon answers at {}, it applies the choice when it starts",
             target,
@@ -60,7 +75,9 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
             settings.status_bind
         );
         return Ok(());
-    }
+    };
+    let old_ids: Vec<&str> = old_ids.iter().map(String::as_str).collect();
+    let new_ids: Vec<&str> = new_ids.iter().map(String::as_str).collect();
     let deadline = Instant::now() + settings.timeout;
     loop {
         if let Ok(report) = status::fetch(settings.status_bind).await {
@@ -75,19 +92,33 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
                     slots::other(target),
                     other.len()
                 );
+                deploy
+                    .finish(&settings.state_dir, Outcome::Completed, None, &old_ids, &new_ids)
+                    .await;
                 return Ok(());
             }
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{service}: {} is live in {}, but the daemon at {} did not apply it within {:?}: does it run with \
-             --state-dir {}? (see its log)",
-            target,
-            path.display(),
-            settings.status_bind,
-            settings.timeout,
-            settings.state_dir.display()
-        );
+        if Instant::now() >= deadline {
+            let why = format!(
+                "{service}: {} is live in {}, but the daemon at {} did not apply it within {:?}: does it run with \
+                 --state-dir {}? (see its log)",
+                target,
+                path.display(),
+                settings.status_bind,
+                settings.timeout,
+                settings.state_dir.display()
+            );
+            deploy
+                .finish(
+                    &settings.state_dir,
+                    Outcome::Failed,
+                    Some(why.clone()),
+                    &old_ids,
+                    &new_ids,
+                )
+                .await;
+            anyhow::bail!(why);
+        }
         tokio::time::sleep(POLL).await;
     }
 }

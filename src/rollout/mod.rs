@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::deploy::{Deploy, Outcome, Sampler};
 use crate::docker::replica::Plan;
 use crate::docker::{Client, DockerError};
 use crate::drain::{Idle, NotIdle};
@@ -68,7 +69,15 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
 
-    let plans = plan::plan_all(&docker, &settings.label_prefix, settings.image.as_deref(), &old).await?;
+    let deploy = Deploy::start(settings.status_bind, service, "rollout").await;
+    let plans = plan::plan_all(
+        &docker,
+        &settings.label_prefix,
+        settings.image.as_deref(),
+        &old,
+        &deploy.id,
+    )
+    .await?;
     println!(
         "rollout {service}: {} container{} -> {}",
         old.len(),
@@ -97,15 +106,26 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
         .await
     }
     .await;
+    let old_ids: Vec<&str> = old.iter().map(Old::id).collect();
     if let Err(why) = up {
         println!("rolling back: removing the replacements; the old containers were not touched and keep serving");
-        roll_back(&docker, &settings, &replacements).await;
+        roll_back(&docker, &settings, &replacements, &deploy.sampler).await;
         lock.finish()?;
+        let new_ids: Vec<&str> = replacements.iter().map(|r| r.id.as_str()).collect();
+        deploy
+            .finish(
+                &settings.state_dir,
+                Outcome::RolledBack,
+                Some(why.clone()),
+                &old_ids,
+                &new_ids,
+            )
+            .await;
         anyhow::bail!("rollout of {service} failed and was rolled back: {why}");
     }
 
     lock.record(&journal(Phase::Drain, &old, &replacements))?;
-    retire(&docker, &settings, &old, &replacements).await;
+    retire(&docker, &settings, &old, &replacements, &deploy.sampler).await;
     lock.finish()?;
     println!(
         "rollout {service}: done in {}; {} new container{} {}",
@@ -114,6 +134,10 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
         plural(replacements.len()),
         if replacements.len() == 1 { "serves" } else { "serve" }
     );
+    let new_ids: Vec<&str> = replacements.iter().map(|r| r.id.as_str()).collect();
+    deploy
+        .finish(&settings.state_dir, Outcome::Completed, None, &old_ids, &new_ids)
+        .await;
     Ok(())
 }
 
@@ -204,7 +228,7 @@ fn settle(old: &Old) -> Duration {
 
 /// Removes the replacements. One that was routed may be serving: it is
 /// drained like an old container would be.
-async fn roll_back(docker: &Client, settings: &RolloutSettings, replacements: &[Replacement]) {
+async fn roll_back(docker: &Client, settings: &RolloutSettings, replacements: &[Replacement], sampler: &Sampler) {
     let (routed, unrouted): (Vec<&Replacement>, Vec<&Replacement>) = replacements.iter().partition(|r| r.routed);
     let removals = unrouted.iter().map(|r| async move {
         match stop_and_remove(docker, &r.id, Duration::ZERO, true).await {
@@ -215,14 +239,20 @@ async fn roll_back(docker: &Client, settings: &RolloutSettings, replacements: &[
     let routed: Vec<(&str, &str)> = routed.iter().map(|r| (r.id.as_str(), r.name.as_str())).collect();
     futures::future::join(
         futures::future::join_all(removals),
-        drain_and_remove(docker, settings, &routed, true),
+        drain_and_remove(docker, settings, &routed, true, Some(sampler)),
     )
     .await;
 }
 
 /// Drains and removes the old containers, all at once: every replacement
 /// is UP, so the service keeps its capacity.
-async fn retire(docker: &Client, settings: &RolloutSettings, old: &[Old], replacements: &[Replacement]) {
+async fn retire(
+    docker: &Client,
+    settings: &RolloutSettings,
+    old: &[Old],
+    replacements: &[Replacement],
+    sampler: &Sampler,
+) {
     println!(
         "draining {} old container{}: each stops once no request is in flight on it (at most {})",
         old.len(),
@@ -230,7 +260,7 @@ async fn retire(docker: &Client, settings: &RolloutSettings, old: &[Old], replac
         seconds(settings.drain)
     );
     let containers: Vec<(&str, &str)> = old.iter().map(|o| (o.id(), o.name())).collect();
-    drain_and_remove(docker, settings, &containers, false).await;
+    drain_and_remove(docker, settings, &containers, false, Some(sampler)).await;
     for r in replacements {
         let old = &old[r.replaces];
         if old.compose_service().is_some() {
@@ -250,8 +280,15 @@ async fn retire(docker: &Client, settings: &RolloutSettings, old: &[Old], replac
 /// Takes `containers` (id, name) out of rotation, then stops each once
 /// HAProxy has no request in flight on it, or `--drain` has passed
 /// (`docker stop` with `--drain` as its grace period too), and removes it.
-/// `volumes`: also remove their anonymous volumes.
-async fn drain_and_remove(docker: &Client, settings: &RolloutSettings, containers: &[(&str, &str)], volumes: bool) {
+/// `volumes`: also remove their anonymous volumes. `sampler`: the deploy's,
+/// which takes a last sample of each before it leaves HAProxy.
+async fn drain_and_remove(
+    docker: &Client,
+    settings: &RolloutSettings,
+    containers: &[(&str, &str)],
+    volumes: bool,
+    sampler: Option<&Sampler>,
+) {
     if containers.is_empty() {
         return;
     }
@@ -284,6 +321,9 @@ async fn drain_and_remove(docker: &Client, settings: &RolloutSettings, container
             ),
             Err(NotIdle::NoAnswer(error)) => format!("cannot tell when it is idle ({error}), stopped"),
         };
+        if let Some(sampler) = sampler {
+            sampler.sample().await;
+        }
         match stop_and_remove(docker, id, settings.drain, volumes).await {
             Ok(()) => println!("  {name}: {how}; stopped and removed ({})", seconds(started.elapsed())),
             Err(error) => println!("  {name}: {how}; could not stop and remove it: {error}"),
@@ -326,7 +366,7 @@ async fn recover(docker: &Client, settings: &RolloutSettings, journal: &Journal)
         settings.service, journal.pid
     );
     let containers: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), short(id))).collect();
-    drain_and_remove(docker, settings, &containers, volumes).await;
+    drain_and_remove(docker, settings, &containers, volumes, None).await;
 }
 
 /// First SIGINT/SIGTERM: roll back (while replacements are being started

@@ -76,8 +76,14 @@ pub async fn old_containers(
 
 /// The replacement of each old container, checking first that every
 /// image is on this Docker host (a rollout does not pull).
-pub async fn plan_all(docker: &Client, prefix: &str, image: Option<&str>, old: &[Old]) -> anyhow::Result<Vec<Plan>> {
-    let rollout_id = rollout_id();
+/// `rollout_id`: the deploy's, in the replacements' label (and names).
+pub async fn plan_all(
+    docker: &Client,
+    prefix: &str,
+    image: Option<&str>,
+    old: &[Old],
+    rollout_id: &str,
+) -> anyhow::Result<Vec<Plan>> {
     let mut next_number: HashMap<(String, String), u32> = HashMap::new();
     let mut plans = Vec::new();
     for old in old {
@@ -96,7 +102,7 @@ pub async fn plan_all(docker: &Client, prefix: &str, image: Option<&str>, old: &
             Some(id) => docker.image(id).await.ok().flatten(),
             None => None,
         };
-        let mut labels = vec![(format!("{prefix}.rollout"), rollout_id.clone())];
+        let mut labels = vec![(format!("{prefix}.rollout"), rollout_id.to_owned())];
         let name = match old.compose_service() {
             Some((project, service)) => {
                 let key = (project.clone(), service.clone());
@@ -118,18 +124,6 @@ pub async fn plan_all(docker: &Client, prefix: &str, image: Option<&str>, old: &
         ));
     }
     Ok(plans)
-}
-
-/// Six hex digits that tell this rollout's containers apart.
-fn rollout_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{:06x}",
-        (nanos as u64 ^ u64::from(std::process::id()).rotate_left(24)) & 0xff_ffff
-    )
 }
 
 /// Compose numbers containers 1, 2, ...; the next one is above every

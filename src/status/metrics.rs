@@ -70,6 +70,14 @@ pub struct Metrics {
     pub certificate_expiry: Family<NameLabel, Gauge>,
     /// ACME names whose last order failed, `--certs` files HAProxy refuses.
     pub certificate_errors: Family<NameLabel, Gauge>,
+    /// `teal rollout` and `teal switch`, from the state dir at each scrape.
+    pub deploys: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// completed, rolled_back, failed.
+    pub outcome: &'static str,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -100,6 +108,7 @@ impl Default for Metrics {
             requests_held: Family::default(),
             certificate_expiry: Family::default(),
             certificate_errors: Family::default(),
+            deploys: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -194,6 +203,11 @@ impl Default for Metrics {
             "1 for each ACME host name whose last order failed, and each --certs file HAProxy refuses (the reason is in /status)",
             metrics.certificate_errors.clone(),
         );
+        r.register(
+            "deploys",
+            "Deploys by teal rollout and teal switch, by outcome (completed, rolled_back, failed)",
+            metrics.deploys.clone(),
+        );
         metrics
     }
 }
@@ -204,6 +218,19 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Sets the deploy counts to those the commands recorded.
+    pub fn observe_deploys(&self, deploys: &crate::deploy::record::Deploys) {
+        for outcome in crate::deploy::Outcome::ALL {
+            let labels = OutcomeLabel {
+                outcome: outcome.as_str(),
+            };
+            self.deploys
+                .get_or_create(&labels)
+                .inner()
+                .store(outcome.count(deploys), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Sets the held-request metrics to the hold script's counts.

@@ -9,9 +9,9 @@
 
 mod client;
 mod held;
-mod in_flight;
 mod metrics;
 mod report;
+mod server_stats;
 mod table;
 
 use std::collections::HashMap;
@@ -36,6 +36,7 @@ pub use report::{
     parse_servers_state, ApplyRecord, DockerStatus, ExcludedStatus, HaproxyExit, HaproxyProcess, HaproxyState,
     HaproxyStates, ServerStatus, ServiceStatus, StatusReport,
 };
+pub use server_stats::ServerCounters;
 pub use table::print_table;
 
 /// The hold's own config-only server in every http backend: not a
@@ -58,6 +59,8 @@ pub struct StatusSources {
     pub certificates: watch::Receiver<Vec<crate::acme::CertificateStatus>>,
     /// `--certs`: its files are read at each request.
     pub certs_dir: Option<PathBuf>,
+    /// Where `teal rollout` and `teal switch` keep their reports.
+    pub state_dir: PathBuf,
 }
 
 impl StatusSources {
@@ -66,15 +69,24 @@ impl StatusSources {
         Some(parse_servers_state(&answer))
     }
 
-    async fn in_flight(&self) -> Option<in_flight::InFlight> {
-        let answer = admin_command(&self.admin_socket, in_flight::COMMAND).await.ok()?;
-        Some(in_flight::parse_show_stat(&answer))
+    async fn server_stats(&self) -> Option<server_stats::Stats> {
+        let answer = admin_command(&self.admin_socket, server_stats::COMMAND).await.ok()?;
+        Some(server_stats::parse_show_stat(&answer))
     }
 
     /// The hold script's counts, by backend; `None` when HAProxy does not answer.
     async fn held_requests(&self) -> Option<HashMap<String, HeldRequests>> {
         let answer = admin_command(&self.admin_socket, "teal held").await.ok()?;
         Some(parse_held(&answer))
+    }
+
+    /// The deploys the commands recorded; none (and a warning) when the
+    /// file cannot be read.
+    fn deploys(&self) -> crate::deploy::record::Deploys {
+        crate::deploy::record::load(&self.state_dir).unwrap_or_else(|error| {
+            tracing::warn!(%error, "recent deploys left out of /status and /metrics");
+            Default::default()
+        })
     }
 
     pub async fn report(&self) -> StatusReport {
@@ -86,15 +98,17 @@ impl StatusSources {
         let mut report = StatusReport::new(&snapshot, docker, self.haproxy_states().await.as_ref(), last_reload);
         report.haproxy = self.haproxy.as_ref().map(|h| h.borrow().clone());
         report.refused = refused;
-        if let Some(in_flight) = self.in_flight().await {
+        if let Some(stats) = self.server_stats().await {
             for service in &mut report.services {
                 for server in &mut service.servers {
-                    let key = (service.name.clone(), server.name.clone());
-                    server.in_flight = in_flight.get(&key).copied();
+                    let line = stats.get(&(service.name.clone(), server.name.clone()));
+                    server.in_flight = line.map(|l| l.in_flight);
+                    server.counters = line.map(|l| l.counters);
                 }
             }
         }
         report.certificates = self.all_certificates(&report.refused);
+        report.deploys = self.deploys().recent;
         if let Some(held) = self.held_requests().await {
             for service in report
                 .services
@@ -215,6 +229,7 @@ async fn metrics(State(sources): State<StatusSources>) -> Response {
     if let Some(held) = sources.held_requests().await {
         sources.metrics.observe_held(&held);
     }
+    sources.metrics.observe_deploys(&sources.deploys());
     let certificates = sources.all_certificates(&sources.refused.borrow().clone());
     sources
         .metrics

@@ -85,6 +85,11 @@ pub struct ServerStatus {
     /// `None` when HAProxy does not answer or know the server.
     #[serde(default)]
     pub in_flight: Option<u64>,
+    /// Its counters in HAProxy's running worker (since the worker started
+    /// or the server was added); `None` when HAProxy does not answer or
+    /// know the server.
+    #[serde(default)]
+    pub counters: Option<super::ServerCounters>,
 }
 
 impl ServerStatus {
@@ -194,6 +199,10 @@ pub struct StatusReport {
     /// or wants a certificate for.
     #[serde(default)]
     pub certificates: Vec<crate::acme::CertificateStatus>,
+    /// The recent deploys (`teal rollout`, `teal switch`), newest first,
+    /// from `deploys.json` in the state dir.
+    #[serde(default)]
+    pub deploys: Vec<crate::deploy::DeployReport>,
 }
 
 /// (backend, server) -> HAProxy's state of it.
@@ -240,6 +249,7 @@ impl StatusReport {
                             .and_then(|states| states.get(&(service.name.to_string(), server.name.clone())))
                             .cloned(),
                         in_flight: None,
+                        counters: None,
                     })
                     .collect(),
                 held: None,
@@ -264,6 +274,7 @@ impl StatusReport {
             last_reload,
             refused: Refusals::default(),
             certificates: Vec::new(),
+            deploys: Vec::new(),
         }
     }
 }

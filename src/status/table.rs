@@ -220,6 +220,7 @@ mod tests {
                     drained: false,
                     haproxy: Some(HaproxyState::Up),
                     in_flight: Some(2),
+                    counters: None,
                 }],
                 held: None,
                 controls: crate::model::Controls {
@@ -235,6 +236,7 @@ mod tests {
             last_reload: None,
             refused: Default::default(),
             certificates: Vec::new(),
+            deploys: Vec::new(),
         };
         let text = table(&report, false);
         assert!(
