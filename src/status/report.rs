@@ -358,7 +358,8 @@ mod tests {
                 "live_slot": "green", "preview_of": null, "servers": [{"name": "a-1", "container_id": "c1",
                 "container_name": "a", "image": "app:1", "address": "10.0.0.2", "port": 80, "weight": 100,
                 "state": "ready", "reason": null, "slot": "green", "drained": false, "haproxy": "UP",
-                "in_flight": 0}],
+                "in_flight": 0, "counters": {"requests": 9, "responses_5xx": 1, "retries": 0, "redispatches": 0,
+                "connection_errors": 0, "response_errors": 0, "response_time_ms": 3, "response_time_max_ms": 8}}],
                 "controls": {"maintenance": {"message": "back soon", "since": 1700000000}}}],
             "excluded": [], "last_reload": null}"#;
         let report: StatusReport = serde_json::from_str(json).unwrap();
