@@ -252,7 +252,10 @@ async fn rollout_follows_the_tag_under_load() {
     let (old_served, new_served) = (served_by(&output, "old"), served_by(&output, "new"));
     assert!(output.contains("(rollout web): completed in"), "{output}");
     assert!(old_served > 0 && new_served > 0, "{output}");
-    assert!(old_served + new_served <= stats.requests, "more served than sent:\n{output}");
+    assert!(
+        old_served + new_served <= stats.requests,
+        "more served than sent:\n{output}"
+    );
     assert!(output.contains(" 0 5xx,"), "{output}");
     let report = teal::status::fetch(teal.status).await.expect("GET /status");
     let last = &report.deploys[0];
