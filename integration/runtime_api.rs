@@ -296,6 +296,7 @@ impl RealHaproxy {
             http_bind: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             preview_bind: None,
             preview_https_bind: None,
+            haproxy_metrics_bind: None,
             admin_socket: admin_socket.display().to_string(),
             server_state_file: state_file.display().to_string(),
             label_prefix: "teal".into(),

@@ -11,7 +11,7 @@ use teal::status::HaproxyState;
 use crate::docker::Docker;
 use crate::http;
 use crate::teal::Teal;
-use crate::util::{repo_root, unique_prefix, wait_for, wait_until};
+use crate::util::{free_addr, repo_root, unique_prefix, wait_for, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 
@@ -19,7 +19,11 @@ const CONVERGE: Duration = Duration::from_secs(20);
 async fn status_metrics_and_table_describe_the_stack() {
     let prefix = unique_prefix();
     let docker = Docker::shared();
-    let teal = Teal::builder(&prefix).start().await;
+    let haproxy_metrics = free_addr();
+    let teal = Teal::builder(&prefix)
+        .args(&["--haproxy-metrics-bind", &haproxy_metrics.to_string()])
+        .start()
+        .await;
     let good = docker.container(&prefix, "good").service("web").run().await;
     let bad = docker
         .container(&prefix, "bad")
@@ -72,6 +76,20 @@ async fn status_metrics_and_table_describe_the_stack() {
         "{m:?}"
     );
     assert!(m.contains_key("teal_event_to_apply_seconds_count"));
+
+    // HAProxy's own exporter counts the requests the server answered.
+    let server_responses = format!("haproxy_server_http_responses_total{{proxy=\"web\",server=");
+    let promex = wait_for(CONVERGE, "HAProxy's exporter counts the server's 2xx", || async {
+        let body = http::get(haproxy_metrics, "localhost", "/metrics").await.ok()?.body;
+        body.lines()
+            .any(|l| l.starts_with(&server_responses) && l.contains("code=\"2xx\"") && !l.ends_with(" 0"))
+            .then_some(body)
+    })
+    .await;
+    assert!(
+        promex.contains("haproxy_backend_response_time_average_seconds"),
+        "{promex}"
+    );
 
     let healthz = http::get(teal.status, "localhost", "/healthz")
         .await

@@ -312,6 +312,11 @@ pub struct ShapeArgs {
     #[arg(long, env = "TEAL_PREVIEW_HTTPS_BIND", requires = "preview_bind")]
     pub preview_https_bind: Option<BindAddr>,
 
+    /// Address where HAProxy serves its own Prometheus metrics at /metrics (per frontend, backend and server:
+    /// requests, responses by class, errors, queue, response time) [default: none].
+    #[arg(long, env = "TEAL_HAPROXY_METRICS_BIND")]
+    pub haproxy_metrics_bind: Option<BindAddr>,
+
     /// Swarm services (labels from `deploy.labels`) as well as containers: auto (when the daemon is a swarm
     /// manager, re-checked every 30s), on (`--swarm` alone; warn while it is no manager) or off (`--swarm=off`).
     #[arg(

@@ -129,6 +129,8 @@ pub struct Settings {
     pub preview_bind: Option<BindAddr>,
     /// `--preview-https-bind`: the preview listener's HTTPS side.
     pub preview_https_bind: Option<BindAddr>,
+    /// `--haproxy-metrics-bind`: HAProxy's Prometheus exporter.
+    pub haproxy_metrics_bind: Option<BindAddr>,
     pub swarm: SwarmMode,
     pub certs: Option<PathBuf>,
     pub https_bind: BindAddr,
@@ -180,6 +182,7 @@ impl Default for Settings {
             http_bind: default_bind(DEFAULT_HTTP_BIND),
             preview_bind: None,
             preview_https_bind: None,
+            haproxy_metrics_bind: None,
             swarm: SwarmMode::Auto,
             certs: None,
             https_bind: default_bind(DEFAULT_HTTPS_BIND),
@@ -239,6 +242,7 @@ impl Settings {
             http_bind: args.http_bind,
             preview_bind: args.preview_bind,
             preview_https_bind: args.preview_https_bind,
+            haproxy_metrics_bind: args.haproxy_metrics_bind,
             swarm: args.swarm,
             certs: args.certs,
             https_bind: args.https_bind,
@@ -268,6 +272,7 @@ impl Settings {
         let mut ports = std::collections::BTreeSet::from([self.http_bind.port, self.status_bind.port()]);
         ports.extend(self.preview_bind.map(|b| b.port));
         ports.extend(self.preview_https_bind.map(|b| b.port));
+        ports.extend(self.haproxy_metrics_bind.map(|b| b.port));
         if self.tls() {
             ports.insert(self.https_bind.port);
         }

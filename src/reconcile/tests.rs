@@ -10,6 +10,7 @@ pub(crate) fn context_settings() -> ContextSettings {
         http_bind: ":80".parse().unwrap(),
         preview_bind: None,
         preview_https_bind: None,
+        haproxy_metrics_bind: None,
         admin_socket: "/var/lib/teal/haproxy.sock".into(),
         server_state_file: "/var/lib/teal/server-state".into(),
         label_prefix: "teal".into(),

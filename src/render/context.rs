@@ -20,6 +20,8 @@ pub struct ContextSettings {
     pub preview_bind: Option<BindAddr>,
     /// Its HTTPS side (`--preview-https-bind`), with the certificates of `tls`.
     pub preview_https_bind: Option<BindAddr>,
+    /// HAProxy's Prometheus exporter (`--haproxy-metrics-bind`); `None`: not served.
+    pub haproxy_metrics_bind: Option<BindAddr>,
     /// HAProxy's admin socket: teal's runtime API channel.
     pub admin_socket: String,
     pub server_state_file: String,
@@ -157,6 +159,7 @@ impl ContextSettings {
             http_bind: settings.http_bind,
             preview_bind: settings.preview_bind,
             preview_https_bind: settings.preview_https_bind,
+            haproxy_metrics_bind: settings.haproxy_metrics_bind,
             admin_socket: settings.admin_socket().display().to_string(),
             server_state_file: settings.server_state_file().display().to_string(),
             label_prefix: settings.label_prefix.clone(),
