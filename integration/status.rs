@@ -78,11 +78,11 @@ async fn status_metrics_and_table_describe_the_stack() {
     assert!(m.contains_key("teal_event_to_apply_seconds_count"));
 
     // HAProxy's own exporter counts the requests the server answered.
-    let server_responses = format!("haproxy_server_http_responses_total{{proxy=\"web\",server=");
+    let server_responses = "haproxy_server_http_responses_total{proxy=\"web\",server=";
     let promex = wait_for(CONVERGE, "HAProxy's exporter counts the server's 2xx", || async {
         let body = http::get(haproxy_metrics, "localhost", "/metrics").await.ok()?.body;
         body.lines()
-            .any(|l| l.starts_with(&server_responses) && l.contains("code=\"2xx\"") && !l.ends_with(" 0"))
+            .any(|l| l.starts_with(server_responses) && l.contains("code=\"2xx\"") && !l.ends_with(" 0"))
             .then_some(body)
     })
     .await;
