@@ -23,7 +23,7 @@ URL="http://$HTTP_ADDR/"
 LOAD_SECONDS=25
 ROLL_AFTER=5
 
-compose() { docker-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
+compose() { docker compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
 http() { curl --noproxy '*' -s --max-time 2 "$@"; }
 port_in_use() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 
@@ -52,7 +52,7 @@ cleanup() {
     fi
     if [ "$PROJECT_UP" = 1 ]; then
         say "removing compose project $PROJECT"
-        compose down --remove-orphans -t 2 >/dev/null 2>&1 || warn "docker-compose -p $PROJECT down failed"
+        compose down --remove-orphans -t 2 >/dev/null 2>&1 || warn "docker compose -p $PROJECT down failed"
     fi
     if [ -n "$TEAL_PID" ] && kill -0 "$TEAL_PID" 2>/dev/null; then
         say "stopping teal (SIGTERM; it stops its HAProxy)"
@@ -127,7 +127,7 @@ TEAL_PID=$!
 
 say "starting compose project $PROJECT (service website, image teal-test-app:latest)"
 PROJECT_UP=1
-compose up -d || die "docker-compose up failed"
+compose up -d || die "docker compose up failed"
 
 OLD_ID="$(compose ps -q website)"
 [ "$(printf '%s\n' "$OLD_ID" | grep -c .)" = 1 ] || die "expected one website container, got: $OLD_ID"
@@ -150,7 +150,7 @@ load_started=$SECONDS
 t() { printf '[t+%ss]' "$((SECONDS - load_started))"; }
 sleep "$ROLL_AFTER"
 
-say "$(t) rollout: docker-compose -p $PROJECT up -d --scale website=2 --no-recreate"
+say "$(t) rollout: docker compose -p $PROJECT up -d --scale website=2 --no-recreate"
 compose up -d --scale website=2 --no-recreate || die "scaling website to 2 failed"
 NEW_ID="$(compose ps -q website | grep -vx "$OLD_ID" || true)"
 [ "$(printf '%s\n' "$NEW_ID" | grep -c .)" = 1 ] || die "expected one new website container, got: $NEW_ID"
@@ -164,7 +164,7 @@ until [ "$(http "$URL" | tr -d '\r\n' || true)" = "$NEW_HOST" ]; do
     [ "$SECONDS" -lt "$deadline" ] || die "$NEW_NAME never answered through HAProxy within 30s"
     sleep 0.2
 done
-say "$(t) $NEW_NAME is in rotation ($((SECONDS - t0))s after docker-compose returned)"
+say "$(t) $NEW_NAME is in rotation ($((SECONDS - t0))s after docker compose returned)"
 
 if ! kill -0 "$WRK_PID" 2>/dev/null; then
     warn "the load ended before the old container was stopped (slow machine?): the stop is not measured under load"
