@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::compose::{Compose, Version};
+use crate::compose_file::one_service;
 use crate::examples::{body_of, report};
 use crate::hold::{assert_gap_held, released};
 use crate::http::Load;
@@ -45,28 +46,9 @@ impl Project {
     }
 
     /// Writes the compose file with `DEPLOY` set to `deploy`: a new value is
-    /// a changed config, which `up -d` recreates the container for.
+    /// a changed config.
     fn write(&self, deploy: &str) {
-        // The healthcheck: teal routes a replica only once its httpd
-        // answers, so a held request is never released to one that is not
-        // listening yet (see docs/operations.md).
-        let file = format!(
-            r#"services:
-  website:
-    image: {IMAGE}
-    init: true
-    labels:
-      {prefix}.service: website
-    environment:
-      DEPLOY: "{deploy}"
-    healthcheck:
-      test: ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/"]
-      interval: 250ms
-      timeout: 2s
-      start_period: 30s
-"#,
-            prefix = self.prefix
-        );
+        let file = one_service(IMAGE, &self.prefix, "website", deploy);
         std::fs::write(&self.file, file).expect("write the compose file");
     }
 

@@ -22,6 +22,7 @@
 mod app;
 mod app_image;
 mod compose;
+mod compose_file;
 mod docker;
 mod dockerd;
 mod http;

@@ -6,10 +6,14 @@
 //! cargo bench --bench rollout -- cc ka --seconds 20
 //! ```
 //! Scenarios: cc, ka, sigterm, slow-health, never-healthy, control,
-//! control-sigterm, naive, stream-rollout, stream-stop, burst,
-//! event-to-routable. Not part of the test run: it takes about 17 minutes.
+//! control-sigterm, naive, recreate-v2, recreate-v1, restart,
+//! stream-rollout, stream-stop, burst, event-to-routable. Not part of the
+//! test run: it takes about 20 minutes.
 
 mod app;
+#[path = "../compose_file.rs"]
+mod compose_file;
+mod gap;
 // Shared with the fault benchmark, which uses more of them.
 #[allow(dead_code)]
 mod load;
@@ -22,7 +26,7 @@ mod stream;
 use std::time::{Duration, Instant};
 
 use load::{percentile, Connections, Load, Sample};
-use stack::{sh, wait_until, Containers, StaticHaproxy, Teal};
+use stack::{wait_until, ComposeProject, Containers, StaticHaproxy, Teal};
 
 /// Requests per second sent in every rollout scenario.
 const RATE: u32 = 1000;
@@ -82,6 +86,17 @@ async fn run(args: start::BenchArgs) {
     }
     if args.wants("naive") {
         println!("{}", naive(duration).await);
+    }
+    let compose_v2: &[&str] = &["docker", "compose"];
+    for (name, command) in [("recreate-v2", compose_v2), ("recreate-v1", &["docker-compose"])] {
+        if args.wants(name) {
+            if let Some(row) = gap::recreate(name, command, duration).await {
+                println!("{row}");
+            }
+        }
+    }
+    if args.wants("restart") {
+        println!("{}", gap::restart(duration).await);
     }
     for how in [stream::How::Rollout, stream::How::Stop] {
         if args.wants(how.name()) {
@@ -216,6 +231,19 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
             containers.remove(&new_id);
         }
     }
+    finish(name, &teal, load, rollout_start, reloads_before, start_to_routed).await
+}
+
+/// Once the rollout is done: the rest of the load, and the row. The
+/// rollout's window ends 2 s from now.
+async fn finish(
+    name: &str,
+    teal: &Teal,
+    load: Load,
+    rollout_start: Duration,
+    reloads_before: u64,
+    start_to_routed: Option<Duration>,
+) -> Row {
     let rollout_end = load.started.elapsed() + Duration::from_secs(2);
     let pid = teal.pid();
     let (samples, errors) = load.finish().await;
@@ -275,14 +303,8 @@ async fn naive(duration: Duration) -> Row {
         published.port()
     );
     std::fs::write(dir.join("docker-compose.yml"), compose).expect("compose file");
-    let project = dir.join("docker-compose.yml");
-    let project = project.to_str().expect("utf-8 path");
-    let compose = |args: &[&str]| {
-        let mut all = vec!["-f", project, "-p", &prefix];
-        all.extend_from_slice(args);
-        sh("docker-compose", &all)
-    };
-    compose(&["up", "-d"]);
+    let compose = ComposeProject::new(&["docker-compose"], &dir.join("docker-compose.yml"), &prefix);
+    compose.run(&["up", "-d"]);
     let bind = stack::free_addr();
     let haproxy = StaticHaproxy::start(&dir.join("haproxy"), bind, published);
     wait_until(Duration::from_secs(20), "the naive stack answers", async || {
@@ -292,11 +314,11 @@ async fn naive(duration: Duration) -> Row {
     let load = Load::start(bind, RATE, WORKERS, duration, Connections::Close);
     tokio::time::sleep(duration / 4).await;
     let rollout_start = load.started.elapsed();
-    compose(&["up", "-d", "--force-recreate"]);
+    compose.run(&["up", "-d", "--force-recreate"]);
     let rollout_end = load.started.elapsed() + Duration::from_secs(2);
     let (samples, errors) = load.finish().await;
     drop(haproxy);
-    compose(&["down", "--timeout", "1"]);
+    drop(compose);
     let _ = std::fs::remove_dir_all(&dir);
     if !errors.is_empty() {
         eprintln!("  naive: errors {errors:?}");

@@ -404,3 +404,50 @@ impl Drop for StaticHaproxy {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A compose project of one file, through v2 (`docker compose`) or v1
+/// (`docker-compose`); `down` on drop.
+pub struct ComposeProject {
+    command: &'static [&'static str],
+    file: PathBuf,
+    project: String,
+}
+
+impl ComposeProject {
+    /// `command`: `["docker", "compose"]` or `["docker-compose"]`.
+    pub fn new(command: &'static [&'static str], file: &Path, project: &str) -> ComposeProject {
+        ComposeProject {
+            command,
+            file: file.to_owned(),
+            project: project.to_owned(),
+        }
+    }
+
+    /// Whether this compose runs here.
+    pub fn installed(command: &[&str]) -> bool {
+        Command::new(command[0])
+            .args(&command[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let file = self.file.to_string_lossy();
+        let mut all = self.command[1..].to_vec();
+        all.extend(["-f", &file, "-p", &self.project]);
+        all.extend_from_slice(args);
+        sh(self.command[0], &all)
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = Command::new(self.command[0])
+            .args(&self.command[1..])
+            .arg("-f")
+            .arg(&self.file)
+            .args(["-p", &self.project, "down", "--timeout", "1"])
+            .output();
+    }
+}
