@@ -148,7 +148,8 @@ ensure_rust_components() {
     cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 }
 
-# build_test_images: the local images the demo and the integration tests use.
+# build_test_images: the local images the integration tests use (the demo's
+# app image, built by the rollout bench binary, builds on them too).
 build_test_images() {
     local script="$TEAL_ROOT/scripts/build-test-images.sh"
     [ -f "$script" ] || die "$script not found"

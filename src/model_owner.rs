@@ -45,7 +45,7 @@ pub struct ModelOwner {
 impl ModelOwner {
     pub async fn run(self, mut reports: mpsc::Receiver<Report>) {
         let mut inventory = Inventory::default();
-        let mut current = Snapshot::default();
+        let mut current = Arc::new(Snapshot::default());
         let mut listed = false;
         while let Some(report) = reports.recv().await {
             let mut due = self.take(report, &mut inventory, &mut listed);
@@ -57,11 +57,15 @@ impl ModelOwner {
             if !due {
                 continue;
             }
-            let next = inventory.snapshot(&self.scope);
+            let next = Arc::new(inventory.snapshot(&self.scope));
             log_changes(&current, &next);
             self.metrics.observe_snapshot(&next);
             current = next.clone();
-            self.snapshots.send_replace(Some(Arc::new(next)));
+            self.snapshots.send_replace(Some(next));
+            // Under a steady churn there is always a next report: without
+            // this, building snapshots back to back keeps a worker thread
+            // from the stages downstream until tokio's budget runs out.
+            tokio::task::yield_now().await;
         }
     }
 

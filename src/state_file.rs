@@ -185,6 +185,8 @@ pub fn route_snapshots<C: Choice>(
                 .as_deref()
                 .map(|snapshot| Arc::new(choice.route(snapshot.clone())));
             routed_tx.send_replace(routed);
+            // A churn keeps `model` changed: let the next stage run.
+            tokio::task::yield_now().await;
         }
     });
     Ok(routed)

@@ -92,10 +92,8 @@ impl Fleet {
             ),
         ]);
         Container::new(
-            format!(
-                "{:064x}",
-                u64::from(n) * 0x9e37_79b9_7f4a_7c15 % (1 << 63) + u64::from(n)
-            ),
+            // Ids that differ in their first digits, as Docker's do.
+            format!("{:016x}{:048x}", u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15), n),
             format!("sim_svc{service}_{n}"),
             labels,
             Ipv4Addr::from(0x7f01_0000 + n),
@@ -268,14 +266,13 @@ struct Poller(Option<tokio::runtime::Runtime>);
 
 impl Poller {
     fn start(admin: PathBuf, pending: Arc<Mutex<Vec<Expectation>>>, done: Arc<Mutex<Vec<(Action, Duration)>>>) -> Self {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("poller")
             .enable_all()
             .build()
             .expect("poller runtime");
-        std::thread::spawn({
-            let handle = runtime.handle().clone();
-            move || handle.block_on(poll(admin, pending, done))
-        });
+        runtime.spawn(poll(admin, pending, done));
         Poller(Some(runtime))
     }
 }

@@ -1,5 +1,6 @@
 //! The start both benchmarks share: `cargo bench --bench NAME -- [SCENARIO...]
-//! [--seconds N]`, or the binary run as the app (`serve`) in a container.
+//! [--seconds N]`, or the binary run as the app (`serve`) in a container,
+//! or `app-image`: only build the app's image (`scripts/demo.sh` runs it).
 
 use std::future::Future;
 
