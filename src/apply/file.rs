@@ -20,16 +20,25 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it
 /// over `path` and fsyncs the directory. The file is 0644.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_with_mode(path, bytes, FILE_MODE)
+    write_with(path, bytes, FILE_MODE, true)
 }
 
 /// [`write_atomic`] for secrets (private keys, the ACME account): 0600,
 /// never readable by anyone else, not even for a moment.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_with_mode(path, bytes, 0o600)
+    write_with(path, bytes, 0o600, true)
 }
 
-fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// [`write_atomic`] without the fsyncs: readers still see the old file or
+/// the new one, whole, but a power loss may keep the old one. For files
+/// rewritten on every change that teal renders anew at start anyway: on a
+/// busy disk the two fsyncs of a 600 KiB config took hundreds of
+/// milliseconds, and the next change waited for them.
+pub fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with(path, bytes, FILE_MODE, false)
+}
+
+fn write_with(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -45,9 +54,14 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> 
             .open(&temp)?;
         file.set_permissions(Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         fs::rename(&temp, path)?;
-        File::open(dir)?.sync_all()
+        if sync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
@@ -64,7 +78,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
         write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
+        write_atomic_unsynced(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;

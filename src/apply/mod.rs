@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::reconcile::{Command, Executor, Outcome};
 use crate::settings::{ReloadMode, Settings};
 
-pub use file::{create_private_dir, write_atomic, write_private};
+pub use file::{create_private_dir, write_atomic, write_atomic_unsynced, write_private};
 pub use runtime::{run as run_commands, RuntimeRefused};
 pub use socket::command as admin_command;
 pub use supervisor::Supervisor;
@@ -126,14 +126,16 @@ impl Executor for Applier {
         runtime::run(&self.admin_socket, commands).await
     }
 
+    /// Not synced: HAProxy runs these changes already, and a teal that
+    /// starts again renders the file anew.
     fn write(&mut self, text: &str) -> Result<(), ApplyError> {
-        write_atomic(&self.config, text.as_bytes()).map_err(|source| write_error(&self.config, source))
+        write_atomic_unsynced(&self.config, text.as_bytes()).map_err(|source| write_error(&self.config, source))
     }
 
     /// Checks a staged copy next to the config, so relative paths resolve alike.
     async fn validate(&mut self, text: &str) -> Result<(), ApplyError> {
         let staged = self.config.with_extension("cfg.next");
-        write_atomic(&staged, text.as_bytes()).map_err(|source| write_error(&staged, source))?;
+        write_atomic_unsynced(&staged, text.as_bytes()).map_err(|source| write_error(&staged, source))?;
         let result = validate(&self.haproxy, &staged).await;
         let _ = std::fs::remove_file(&staged);
         result
@@ -141,7 +143,8 @@ impl Executor for Applier {
 
     async fn reload(&mut self, text: &str) -> Result<Outcome, ApplyError> {
         let previous = std::fs::read(&self.config).ok();
-        self.write(text)?;
+        // Synced: the file a restarted HAProxy container loads.
+        write_atomic(&self.config, text.as_bytes()).map_err(|source| write_error(&self.config, source))?;
         let result = self.signal_reload().await;
         self.start_pending = matches!(result, Err(ApplyError::NotServing(_)));
         // Keep the file HAProxy runs on disk, so a restart uses it. With
