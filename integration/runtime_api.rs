@@ -244,6 +244,7 @@ fn plan_snapshot(servers: &[(&str, u8, u16, teal::model::ServerState)]) -> teal:
             container_id: teal::model::ContainerId(format!("{name:0<64}")),
             container_name: name.into(),
             image: "app:1".into(),
+            node: None,
         })
         .collect();
     teal::model::Snapshot {

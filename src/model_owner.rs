@@ -75,18 +75,25 @@ impl ModelOwner {
         let update = match report {
             Report::Connected => {
                 self.metrics.docker_connected.set(1);
-                self.docker.send_replace(DockerStatus {
-                    connected: true,
-                    error: None,
+                self.docker.send_modify(|status| {
+                    status.connected = true;
+                    status.error = None;
                 });
                 return false;
             }
             Report::Disconnected(error) => {
                 self.metrics.docker_connected.set(0);
-                self.docker.send_replace(DockerStatus {
-                    connected: false,
-                    error: Some(error),
+                self.docker.send_modify(|status| {
+                    status.connected = false;
+                    status.error = Some(error);
                 });
+                return false;
+            }
+            Report::Swarm(swarm) => {
+                self.metrics
+                    .swarm_following
+                    .set(swarm.as_ref().is_some_and(|s| s.following).into());
+                self.docker.send_modify(|status| status.swarm = swarm);
                 return false;
             }
             Report::Update(update) => update,

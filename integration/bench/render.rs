@@ -36,6 +36,7 @@ fn container(i: usize) -> ContainerFacts {
             overlay: false,
         }],
         exposed_tcp_ports: vec![8080],
+        node: None,
     }
 }
 

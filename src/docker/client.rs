@@ -80,6 +80,8 @@ pub enum EventSource {
     Container,
     Network,
     Service,
+    /// A swarm node joined, left, or changed state (`ready`, `down`...).
+    Node,
     Other,
 }
 

@@ -48,6 +48,7 @@ pub fn container_facts(inspect: &ContainerInspectResponse, overlay: impl Fn(&str
         host_network: network_mode == "host",
         networks,
         exposed_tcp_ports: tcp_ports(&config.exposed_ports),
+        node: None,
     })
 }
 
@@ -99,6 +100,7 @@ pub fn event(event: EventMessage) -> Event {
             Some(EventMessageTypeEnum::CONTAINER) => EventSource::Container,
             Some(EventMessageTypeEnum::NETWORK) => EventSource::Network,
             Some(EventMessageTypeEnum::SERVICE) => EventSource::Service,
+            Some(EventMessageTypeEnum::NODE) => EventSource::Node,
             _ => EventSource::Other,
         },
         action: event.action.unwrap_or_default(),

@@ -44,7 +44,7 @@ use crate::backoff::{self, Backoff};
 pub use client::{Client, Event, EventSource, Image, Inspected, Listed, RunState, Which};
 
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
-use crate::status::{ActionLabel, Metrics};
+use crate::status::{ActionLabel, Metrics, SwarmStatus};
 
 /// What the Docker side tells the model's owner.
 #[derive(Debug)]
@@ -52,6 +52,9 @@ pub enum Report {
     Connected,
     /// The session ended; the text says why. A new one follows after a backoff.
     Disconnected(String),
+    /// How the Swarm side follows the swarm; `None` when the daemon is no
+    /// manager (or swarm discovery is off).
+    Swarm(Option<SwarmStatus>),
     Update(ContainerUpdate),
 }
 

@@ -7,11 +7,12 @@
 //!
 //! Docker 20.10 (API 1.41) has events for services but none for tasks, and a
 //! manager sees containers of its own node only. So each session lists
-//! services and tasks, then re-lists them:
+//! nodes, services and tasks, then re-lists them:
 //!
 //! | trigger                                       | why                                   |
 //! |-----------------------------------------------|---------------------------------------|
 //! | service `create`, `update`, `remove`          | spec changed, an update began or ended |
+//! | node `update`, `remove`                       | a node went down or came back           |
 //! | a task container's `start`, `die`, `health_status`, ... (this node) | task state follows soon |
 //! | a timer: 500 ms while a task is starting or being stopped, else 5 s | tasks on other nodes |
 //!
@@ -22,8 +23,18 @@
 //! the task runs here, else the task state (`starting` until the first
 //! passing check).
 //!
+//! A node that is lost is HAProxy's to notice first: its checks take the
+//! node's tasks out of rotation within seconds, while Swarm calls the node
+//! Down only after ~12 s of missed heartbeats. Once Swarm has replaced a
+//! task of a node that is down, the task is left out altogether (nothing can
+//! drain through an unreachable node), so no stale server stays behind.
+//!
 //! Each listing is sent whole as [`ContainerUpdate::SwarmResync`], which
-//! replaces only what the Swarm side reported before.
+//! replaces only what the Swarm side reported before, and as a
+//! [`Report::Swarm`]: which manager teal reads, and whether its last
+//! listing worked. A listing that fails (no answer while the managers elect
+//! a leader, no leader at all) ends the session; what was listed stays
+//! routed until a listing works again.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -33,11 +44,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::swarm_api::{self, filters_query, ApiError, LocalContainer, Service, Task};
+use super::swarm_api::{self, filters_query, ApiError, LocalContainer, Node, Service, Task};
 use super::{action_kind, connect, is_stop_request, unix_now, Client, DockerError, Event, EventSource, Report};
 use crate::backoff::{self, Backoff};
 use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
 use crate::settings::SwarmMode;
+use crate::status::SwarmStatus;
 
 /// Re-list this often while some task is starting or being stopped...
 const FAST: Duration = Duration::from_millis(500);
@@ -79,6 +91,8 @@ pub enum SwarmError {
 /// One listing: the tasks as containers, the ones Swarm is stopping, and
 /// whether anything is on its way somewhere (then look again soon).
 pub struct Listing {
+    /// The name of the manager's own node.
+    pub node: String,
     pub facts: Vec<ContainerFacts>,
     pub stopping: Vec<ContainerId>,
     pub in_flux: bool,
@@ -99,11 +113,12 @@ impl SwarmWatcher {
         }
         let mut backoff = Backoff::new();
         let mut was_manager = None;
+        let mut following: Option<SwarmStatus> = None;
         loop {
             let mut listed = false;
             let ended = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                ended = self.session(&mut listed) => ended,
+                ended = self.session(&mut listed, &mut following) => ended,
             };
             let wait = match ended {
                 SwarmError::NotManager => {
@@ -122,7 +137,9 @@ impl SwarmWatcher {
                             .reports
                             .send(Report::Update(ContainerUpdate::SwarmResync(Vec::new())))
                             .await;
+                        let _ = self.reports.send(Report::Swarm(None)).await;
                     }
+                    following = None;
                     was_manager = Some(false);
                     backoff.reset();
                     MANAGER_RECHECK
@@ -133,8 +150,14 @@ impl SwarmWatcher {
                         backoff.reset();
                     }
                     let retry_in = backoff.next_delay();
-                    // Keep what was listed: a broken connection is no news about the tasks.
+                    // Keep what was listed: a broken connection, or managers
+                    // without a leader, is no news about the tasks.
                     tracing::warn!(%error, ?retry_in, "swarm session ended; reconnecting");
+                    if let Some(status) = following.as_mut() {
+                        status.following = false;
+                        status.error = Some(error.to_string());
+                        let _ = self.reports.send(Report::Swarm(Some(status.clone()))).await;
+                    }
                     retry_in
                 }
             };
@@ -144,30 +167,35 @@ impl SwarmWatcher {
         }
     }
 
-    /// Returns only with the reason the session ended.
-    async fn session(&self, listed: &mut bool) -> SwarmError {
-        match self.session_inner(listed).await {
+    /// Returns only with the reason the session ended. `following` is what
+    /// the last listing said (of this session or an earlier one).
+    async fn session(&self, listed: &mut bool, following: &mut Option<SwarmStatus>) -> SwarmError {
+        match self.session_inner(listed, following).await {
             Ok(never) => match never {},
             Err(error) => error,
         }
     }
 
-    async fn session_inner(&self, listed: &mut bool) -> Result<std::convert::Infallible, SwarmError> {
+    async fn session_inner(
+        &self,
+        listed: &mut bool,
+        following: &mut Option<SwarmStatus>,
+    ) -> Result<std::convert::Infallible, SwarmError> {
         let docker = connect(self.host.as_deref()).await?;
         let mut lister = Lister::new(docker.clone(), self.host.as_deref(), &self.label_prefix).await?;
         let since = unix_now();
         let mut listing = lister.list().await?;
         tracing::info!(
             tasks = listing.facts.len(),
-            node = %lister.node_id,
+            node = %listing.node,
             "swarm manager: following services labelled {}.service",
             self.label_prefix
         );
         *listed = true;
-        self.send(&mut listing).await;
+        self.send(&mut listing, following).await;
 
         // The action filter keeps out healthchecks' exec_* events, one per container and interval.
-        let mut events = docker.events(since, &["service", "container"], EVENTS);
+        let mut events = docker.events(since, &["service", "node", "container"], EVENTS);
         let mut next = Instant::now() + pace(&listing);
         loop {
             tokio::select! {
@@ -184,14 +212,22 @@ impl SwarmWatcher {
                 }
                 _ = tokio::time::sleep_until(next) => {
                     let mut listing = lister.list().await?;
-                    self.send(&mut listing).await;
+                    self.send(&mut listing, following).await;
                     next = Instant::now() + pace(&listing);
                 }
             }
         }
     }
 
-    async fn send(&self, listing: &mut Listing) {
+    async fn send(&self, listing: &mut Listing, following: &mut Option<SwarmStatus>) {
+        let status = SwarmStatus {
+            node: listing.node.clone(),
+            following: true,
+            error: None,
+            listed_at: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
+        };
+        let _ = self.reports.send(Report::Swarm(Some(status.clone()))).await;
+        *following = Some(status);
         let facts = std::mem::take(&mut listing.facts);
         // The receiver only goes away at shutdown, which ends us first.
         let _ = self
@@ -220,7 +256,8 @@ enum Trigger {
 
 fn classify(event: &Event) -> Trigger {
     match event.source {
-        EventSource::Service => Trigger::Relist,
+        // A node that goes down takes its tasks' state with it: look at once.
+        EventSource::Service | EventSource::Node => Trigger::Relist,
         EventSource::Container if event.attributes.contains_key(TASK_SERVICE_LABEL) => match action_kind(event) {
             "kill" => match &event.actor {
                 Some(id) if is_stop_request(event) => Trigger::Drain(ContainerId(id.clone())),
@@ -291,6 +328,8 @@ impl Lister {
     }
 
     async fn list(&mut self) -> Result<Listing, SwarmError> {
+        let nodes: Vec<Node> = self.get("/nodes").await?;
+        let nodes: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         let label = format!("{}.service", self.label_prefix);
         let services: Vec<Service> = self
             .get(&format!(
@@ -299,6 +338,10 @@ impl Lister {
             ))
             .await?;
         let mut listing = Listing {
+            node: nodes
+                .get(self.node_id.as_str())
+                .map_or(&self.node_id[..], |n| n.name())
+                .to_owned(),
             facts: Vec::new(),
             stopping: Vec::new(),
             in_flux: services.iter().any(|s| {
@@ -316,7 +359,13 @@ impl Lister {
             .await?;
         let by_id: HashMap<&str, &Service> = services.iter().map(|s| (s.id.as_str(), s)).collect();
         for task in &tasks {
-            listing.in_flux |= task.in_flux();
+            let node = nodes.get(task.node_id.as_str()).copied();
+            if task.abandoned(node) {
+                continue;
+            }
+            // A task on a node that is down moves on only once the node is
+            // back, and its node event makes teal look again then.
+            listing.in_flux |= node.is_some_and(Node::ready) && task.in_flux();
             let (Some(service), Some(container_id)) = (by_id.get(task.service_id.as_str()), task.container_id()) else {
                 continue;
             };
@@ -336,7 +385,7 @@ impl Lister {
                 Some(_) => Vec::new(),
                 None => self.image_ports(&service.spec.task_template.container_spec.image).await,
             };
-            if let Some(facts) = swarm_api::task_facts(service, task, local.as_ref(), &image_ports) {
+            if let Some(facts) = swarm_api::task_facts(service, task, node, local.as_ref(), &image_ports) {
                 if task.stopping() {
                     listing.stopping.push(facts.id.clone());
                 }
@@ -397,9 +446,11 @@ mod tests {
 
     #[test]
     fn events_that_matter() {
-        use EventSource::{Container as CONTAINER, Service as SERVICE};
+        use EventSource::{Container as CONTAINER, Node as NODE, Service as SERVICE};
         let task = (TASK_SERVICE_LABEL, "svc1");
         assert!(matches!(classify(&event(SERVICE, "update", &[])), Trigger::Relist));
+        let down = [("state.old", "ready"), ("state.new", "down")];
+        assert!(matches!(classify(&event(NODE, "update", &down)), Trigger::Relist));
         assert!(matches!(
             classify(&event(CONTAINER, "kill", &[task, ("signal", "15")])),
             Trigger::Drain(id) if id.0 == "c1"

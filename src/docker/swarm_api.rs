@@ -1,10 +1,11 @@
-//! The two Swarm calls bollard cannot answer in full, and their answers
-//! turned into [`ContainerFacts`].
+//! The Swarm calls bollard cannot answer in full, and their answers turned
+//! into [`ContainerFacts`].
 //!
 //! bollard's `Task` has no `NetworksAttachments`, the one place a manager
 //! says which address a task has on each overlay (for tasks on every node,
-//! not only this one). So `/services` and `/tasks` are read here with a
-//! plain HTTP/1.0 GET on the daemon's socket, into the few fields teal uses.
+//! not only this one). So `/services`, `/tasks` and, beside them, `/nodes`
+//! are read here with a plain HTTP/1.0 GET on the daemon's socket, into the
+//! few fields teal uses.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -138,6 +139,50 @@ pub struct Driver {
     pub name: String,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Node {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(default)]
+    pub description: NodeDescription,
+    #[serde(default)]
+    pub status: NodeStatus,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeDescription {
+    #[serde(default)]
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeStatus {
+    /// `ready`, `down`, `unknown` or `disconnected`.
+    #[serde(default)]
+    pub state: String,
+}
+
+impl Node {
+    /// Swarm hears from it: `down` is its verdict after missed heartbeats
+    /// (about 12 s with the default 5 s heartbeat), `unknown` before the
+    /// first one.
+    pub fn ready(&self) -> bool {
+        self.status.state == "ready"
+    }
+
+    /// The name people know it by (`docker node ls`), else its id.
+    pub fn name(&self) -> &str {
+        if self.description.hostname.is_empty() {
+            &self.id
+        } else {
+            &self.description.hostname
+        }
+    }
+}
+
 impl Task {
     pub fn container_id(&self) -> Option<&str> {
         self.status
@@ -157,6 +202,14 @@ impl Task {
     /// container still runs, but must get no new requests.
     pub fn stopping(&self) -> bool {
         self.container_runs() && self.desired_state != "running"
+    }
+
+    /// Swarm wants it stopped but cannot stop it: its node is down (or
+    /// gone), and Swarm has started a replacement elsewhere. No request can
+    /// drain through an unreachable node, so teal lets the task go: its
+    /// address leaves HAProxy (it may be another task's later).
+    pub fn abandoned(&self, node: Option<&Node>) -> bool {
+        self.stopping() && !node.is_some_and(Node::ready)
     }
 
     /// Not where Swarm wants it yet: worth looking again soon.
@@ -179,11 +232,13 @@ pub struct LocalContainer {
 }
 
 /// A running task as a container the model knows how to route: labels from
-/// the service, an address on each network the task is attached to.
-/// `exposed_tcp_ports` is the image's, when this daemon has the image.
+/// the service, an address on each network the task is attached to, the
+/// name of its node. `exposed_tcp_ports` is the image's, when this daemon
+/// has the image.
 pub fn task_facts(
     service: &Service,
     task: &Task,
+    node: Option<&Node>,
     local: Option<&LocalContainer>,
     exposed_tcp_ports: &[u16],
 ) -> Option<ContainerFacts> {
@@ -234,6 +289,7 @@ pub fn task_facts(
         host_network: false,
         networks,
         exposed_tcp_ports: local.map_or_else(|| exposed_tcp_ports.to_vec(), |l| l.exposed_tcp_ports.clone()),
+        node: Some(node.map_or(task.node_id.as_str(), Node::name).to_owned()),
     })
 }
 
@@ -364,7 +420,7 @@ mod tests {
     #[test]
     fn a_running_task_is_a_container_with_the_service_labels() {
         let (service, task) = parsed();
-        let facts = task_facts(&service, &task, None, &[8080]).unwrap();
+        let facts = task_facts(&service, &task, None, None, &[8080]).unwrap();
         assert_eq!(
             facts.id.0,
             "36eb7a7af1e6fca4c76e331d2203192a4fc603aec501a2350d9b86d224e2aab4"
@@ -379,13 +435,46 @@ mod tests {
         assert_eq!(facts.networks[1].ip, Some("10.0.1.3".parse().unwrap()));
         assert!(facts.networks.iter().all(|n| n.overlay));
         assert!(!task.stopping() && !task.in_flux());
+        // Without the node listed, the task's node id stands in for its name.
+        assert_eq!(facts.node.as_deref(), Some("g3eun6okpwi88c9qu93i7e2we"));
+    }
+
+    // Trimmed from a Docker 20.10 manager's /nodes answer, a worker whose
+    // dockerd was killed.
+    const NODE: &str = r#"{"ID": "g3eun6okpwi88c9qu93i7e2we", "Version": {"Index": 61},
+        "Spec": {"Role": "worker", "Availability": "active"},
+        "Description": {"Hostname": "n2", "Platform": {"Architecture": "x86_64", "OS": "linux"}},
+        "Status": {"State": "down", "Message": "heartbeat failure", "Addr": "198.18.0.12"}}"#;
+
+    #[test]
+    fn a_task_is_named_after_its_node() {
+        let (service, task) = parsed();
+        let mut node: Node = serde_json::from_str(NODE).unwrap();
+        assert!(!node.ready());
+        let facts = task_facts(&service, &task, Some(&node), None, &[8080]).unwrap();
+        assert_eq!(facts.node.as_deref(), Some("n2"));
+        // Swarm's verdict on its node, then on the task: a replacement runs
+        // elsewhere, and nothing can stop or drain this one.
+        assert!(!task.abandoned(Some(&node)));
+        let mut replaced = task.clone();
+        replaced.desired_state = "shutdown".into();
+        assert!(replaced.abandoned(Some(&node)) && replaced.abandoned(None));
+        node.status.state = "ready".into();
+        assert!(node.ready());
+        // Back: Swarm stops it there, and teal drains it meanwhile.
+        assert!(!replaced.abandoned(Some(&node)) && replaced.stopping());
+        node.description.hostname.clear();
+        assert_eq!(node.name(), "g3eun6okpwi88c9qu93i7e2we");
     }
 
     #[test]
     fn task_states() {
         let (service, mut task) = parsed();
         task.status.state = "starting".into();
-        assert_eq!(task_facts(&service, &task, None, &[]).unwrap().health, Health::Starting);
+        assert_eq!(
+            task_facts(&service, &task, None, None, &[]).unwrap().health,
+            Health::Starting
+        );
         assert!(task.in_flux());
         // This node's own view of the healthcheck wins over the task state,
         // which lags behind it.
@@ -394,7 +483,7 @@ mod tests {
             paused: false,
             exposed_tcp_ports: vec![80],
         };
-        let facts = task_facts(&service, &task, Some(&local), &[8080]).unwrap();
+        let facts = task_facts(&service, &task, None, Some(&local), &[8080]).unwrap();
         assert_eq!((facts.health, facts.exposed_tcp_ports), (Health::Healthy, vec![80]));
 
         task.status.state = "running".into();
@@ -402,11 +491,11 @@ mod tests {
         assert!(task.stopping() && task.in_flux());
         for gone in ["preparing", "complete", "shutdown", "failed"] {
             task.status.state = gone.into();
-            assert!(task_facts(&service, &task, None, &[]).is_none(), "{gone}");
+            assert!(task_facts(&service, &task, None, None, &[]).is_none(), "{gone}");
         }
         task.status.state = "running".into();
         task.status.container_status = None;
-        assert!(task_facts(&service, &task, None, &[]).is_none());
+        assert!(task_facts(&service, &task, None, None, &[]).is_none());
     }
 
     #[test]
@@ -418,6 +507,12 @@ mod tests {
         let error = decode::<Vec<Service>>("/services", refused).unwrap_err();
         assert!(error.not_a_manager(), "{error}");
         assert!(error.to_string().contains("not a swarm manager"), "{error}");
+        // Managers without a leader (too few of them online) answer 500: no
+        // news about the tasks, and the daemon is still a manager.
+        let leaderless = b"HTTP/1.0 500 Internal Server Error\r\n\r\n{\"message\":\"rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.\"}\n";
+        let error = decode::<Vec<Service>>("/services", leaderless).unwrap_err();
+        assert!(!error.not_a_manager(), "{error}");
+        assert!(error.to_string().contains("does not have a leader"), "{error}");
         assert!(decode::<Vec<Service>>("/services", b"garbage").is_err());
     }
 

@@ -73,6 +73,8 @@ pub struct ContainerFacts {
     pub host_network: bool,
     pub networks: Vec<NetworkAddress>,
     pub exposed_tcp_ports: Vec<u16>,
+    /// The Swarm node a task runs on; `None` for a plain container.
+    pub node: Option<String>,
 }
 
 /// Which discovery reported a container: each one's resync replaces only
@@ -86,6 +88,9 @@ pub enum Source {
 }
 
 /// A change reported by the Docker side.
+// One per Docker event or listing, through a channel: a boxed Upsert would
+// save copies of a few hundred bytes nobody measures.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ContainerUpdate {
     /// A fresh listing of containers (after a (re)connect): replaces every

@@ -62,6 +62,8 @@ pub struct Server {
     pub container_id: ContainerId,
     pub container_name: String,
     pub image: String,
+    /// The Swarm node the task runs on; `None` for a plain container.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -310,6 +312,7 @@ fn server(facts: &ContainerFacts, parsed: &ServiceLabels, draining: bool, scope:
         container_id: facts.id.clone(),
         container_name: facts.name.clone(),
         image: facts.image.clone(),
+        node: facts.node.clone(),
     })
 }
 

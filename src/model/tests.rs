@@ -21,6 +21,7 @@ pub(crate) fn facts(id: &str, service: &str, ip: &str) -> ContainerFacts {
             overlay: false,
         }],
         exposed_tcp_ports: vec![8080],
+        node: None,
     }
 }
 

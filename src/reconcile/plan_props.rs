@@ -149,6 +149,7 @@ fn snapshot_strategy() -> impl Strategy<Value = Snapshot> {
                     container_id: ContainerId(format!("{i:0<64}")),
                     container_name: format!("app-{i}"),
                     image: "app:1".into(),
+                    node: None,
                 });
             }
         }

@@ -58,6 +58,7 @@ pub struct Metrics {
     pub docker_events: Family<ActionLabel, Counter>,
     pub servers: Family<ServerLabels, Gauge>,
     pub docker_connected: Gauge,
+    pub swarm_following: Gauge,
     pub haproxy_exits: Counter,
     pub haproxy_restarts: Counter,
     pub haproxy_running: Gauge,
@@ -99,6 +100,7 @@ impl Default for Metrics {
             docker_events: Family::default(),
             servers: Family::default(),
             docker_connected: Gauge::default(),
+            swarm_following: Gauge::default(),
             haproxy_exits: Counter::default(),
             haproxy_restarts: Counter::default(),
             haproxy_running: Gauge::default(),
@@ -156,6 +158,11 @@ impl Default for Metrics {
             "docker_connected",
             "1 while the Docker event stream is up",
             metrics.docker_connected.clone(),
+        );
+        r.register(
+            "swarm_following",
+            "1 while teal lists the swarm's services and tasks from a manager (0 also when no manager)",
+            metrics.swarm_following.clone(),
         );
         r.register(
             "haproxy_exits",

@@ -34,7 +34,7 @@ pub use held::{parse_held, HeldRequests};
 pub use metrics::{ActionLabel, Metrics, ResultLabel};
 pub use report::{
     parse_servers_state, ApplyRecord, DockerStatus, ExcludedStatus, HaproxyExit, HaproxyProcess, HaproxyState,
-    HaproxyStates, ServerStatus, ServiceStatus, StatusReport,
+    HaproxyStates, ServerStatus, ServiceStatus, StatusReport, SwarmStatus,
 };
 pub use server_stats::ServerCounters;
 pub use table::print_table;

@@ -17,6 +17,24 @@ pub struct DockerStatus {
     pub connected: bool,
     /// Why the last session ended, while disconnected.
     pub error: Option<String>,
+    /// How teal follows the swarm; `None` unless the daemon is a manager.
+    #[serde(default)]
+    pub swarm: Option<SwarmStatus>,
+}
+
+/// The Swarm side, on a manager.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SwarmStatus {
+    /// The manager teal reads the swarm from, as `docker node ls` names it.
+    pub node: String,
+    /// The last listing of nodes, services and tasks worked. While not,
+    /// HAProxy keeps what was listed last.
+    pub following: bool,
+    /// Why the last listing failed, while not following: no answer in time
+    /// (the managers are electing a leader), no leader (too few managers)...
+    pub error: Option<String>,
+    /// When the last listing that worked ended (RFC 3339, UTC).
+    pub listed_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +97,9 @@ pub struct ServerStatus {
     /// container is gone.
     #[serde(default)]
     pub drained: bool,
+    /// The Swarm node a task runs on; `None` for a plain container.
+    #[serde(default)]
+    pub node: Option<String>,
     /// `None` when HAProxy does not (yet) know the server.
     pub haproxy: Option<HaproxyState>,
     /// Requests in flight on it in HAProxy (current sessions plus queued);
@@ -245,6 +266,7 @@ impl StatusReport {
                         reason: server.reason.clone(),
                         slot: server.slot,
                         drained: server.drained,
+                        node: server.node.clone(),
                         haproxy: haproxy
                             .and_then(|states| states.get(&(service.name.to_string(), server.name.clone())))
                             .cloned(),
@@ -357,7 +379,7 @@ mod tests {
             "services": [{"name": "web", "mode": "http", "hosts": [], "path": null, "listen": null,
                 "live_slot": "green", "preview_of": null, "servers": [{"name": "a-1", "container_id": "c1",
                 "container_name": "a", "image": "app:1", "address": "10.0.0.2", "port": 80, "weight": 100,
-                "state": "ready", "reason": null, "slot": "green", "drained": false, "haproxy": "UP",
+                "state": "ready", "reason": null, "slot": "green", "drained": false, "node": "n2", "haproxy": "UP",
                 "in_flight": 0, "counters": {"requests": 9, "responses_5xx": 1, "retries": 0, "redispatches": 0,
                 "connection_errors": 0, "response_errors": 0, "response_time_ms": 3, "response_time_max_ms": 8}}],
                 "controls": {"maintenance": {"message": "back soon", "since": 1700000000}}}],

@@ -11,9 +11,9 @@ pub fn print_table(report: &StatusReport, colour: bool) {
 
 fn paint(text: &str, colour: bool) -> String {
     let code = match text {
-        "UP" | "ready" | "ok" | "connected" => "32",
+        "UP" | "ready" | "ok" | "connected" | "following" => "32",
         "DRAIN" | "drain" | "STARTING" => "33",
-        "DOWN" | "MAINT" | "maint" | "failed" | "disconnected" | "STOPPING" => "31",
+        "DOWN" | "MAINT" | "maint" | "failed" | "disconnected" | "STOPPING" | "not following" => "31",
         _ => return text.to_owned(),
     };
     if colour {
@@ -33,6 +33,13 @@ fn table(report: &StatusReport, colour: bool) -> String {
     let _ = write!(out, "docker: {}", paint(docker, colour));
     if let Some(error) = &report.docker.error {
         let _ = write!(out, " ({error})");
+    }
+    if let Some(swarm) = &report.docker.swarm {
+        let following = if swarm.following { "following" } else { "not following" };
+        let _ = write!(out, "   swarm: {} on {}", paint(following, colour), swarm.node);
+        if let Some(error) = &swarm.error {
+            let _ = write!(out, " ({error})");
+        }
     }
     let haproxy = if report.haproxy_running { "ok" } else { "down" };
     let _ = write!(out, "   haproxy: {}", paint(haproxy, colour));
@@ -58,7 +65,12 @@ fn table(report: &StatusReport, colour: bool) -> String {
         }
     }
     let _ = writeln!(out);
-    let rows: Vec<[String; 7]> = report
+    // Swarm tasks say which node they run on; plain containers have none.
+    let nodes = report
+        .services
+        .iter()
+        .any(|service| service.servers.iter().any(|server| server.node.is_some()));
+    let rows: Vec<Vec<String>> = report
         .services
         .iter()
         .flat_map(|service| {
@@ -68,19 +80,22 @@ fn table(report: &StatusReport, colour: bool) -> String {
                 (None, None) => service.name.clone(),
             };
             service.servers.iter().map(move |server| {
-                [
-                    name.clone(),
-                    server.container_name.clone(),
+                let mut row = vec![name.clone(), server.container_name.clone()];
+                if nodes {
+                    row.push(server.node.clone().unwrap_or_else(|| "-".into()));
+                }
+                row.extend([
                     format!("{}:{}", server.address, server.port),
                     server.state.to_string(),
                     server.haproxy.map_or_else(|| "-".into(), |h| h.to_string()),
                     server.in_flight.map_or_else(|| "-".into(), |n| n.to_string()),
                     server.reason.clone().unwrap_or_default(),
-                ]
+                ]);
+                row
             })
         })
         .collect();
-    let header = [
+    let mut header: Vec<String> = [
         "SERVICE",
         "CONTAINER",
         "ADDRESS",
@@ -89,8 +104,14 @@ fn table(report: &StatusReport, colour: bool) -> String {
         "IN FLIGHT",
         "REASON",
     ]
-    .map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
+    .map(String::from)
+    .into();
+    if nodes {
+        header.insert(2, "NODE".into());
+    }
+    // STATE and HAPROXY are painted.
+    let painted = [header.len() - 4, header.len() - 3];
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -98,10 +119,10 @@ fn table(report: &StatusReport, colour: bool) -> String {
     }
     for (i, row) in std::iter::once(&header).chain(&rows).enumerate() {
         let mut line = String::new();
-        for (col, (cell, width)) in row.iter().zip(widths).enumerate() {
+        for (col, (cell, width)) in row.iter().zip(&widths).enumerate() {
             // Pad before painting: escape codes have no width on screen.
             let padded = format!("{cell:<width$}  ");
-            let shown = if i > 0 && (col == 3 || col == 4) {
+            let shown = if i > 0 && painted.contains(&col) {
                 padded.replacen(cell.as_str(), &paint(cell, colour), 1)
             } else {
                 padded
@@ -180,14 +201,16 @@ mod tests {
     use super::*;
     use crate::model::labels::Mode;
     use crate::model::ServerState;
-    use crate::status::{DockerStatus, ExcludedStatus, HaproxyProcess, HaproxyState, ServerStatus, ServiceStatus};
+    use crate::status::{
+        DockerStatus, ExcludedStatus, HaproxyProcess, HaproxyState, ServerStatus, ServiceStatus, SwarmStatus,
+    };
 
-    #[test]
-    fn plain_table() {
-        let report = StatusReport {
+    fn sample() -> StatusReport {
+        StatusReport {
             docker: DockerStatus {
                 connected: true,
                 error: None,
+                swarm: None,
             },
             haproxy_running: true,
             haproxy: Some(HaproxyProcess {
@@ -218,6 +241,7 @@ mod tests {
                     reason: None,
                     slot: None,
                     drained: false,
+                    node: None,
                     haproxy: Some(HaproxyState::Up),
                     in_flight: Some(2),
                     counters: None,
@@ -237,8 +261,12 @@ mod tests {
             refused: Default::default(),
             certificates: Vec::new(),
             deploys: Vec::new(),
-        };
-        let text = table(&report, false);
+        }
+    }
+
+    #[test]
+    fn plain_table() {
+        let text = table(&sample(), false);
         assert!(
             text.contains("web      web_1      172.18.0.2:8080  ready  UP       2"),
             "{text}"
@@ -253,5 +281,26 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('\x1b'));
+        assert!(!text.contains("NODE") && !text.contains("swarm:"), "{text}");
+    }
+
+    #[test]
+    fn swarm_tasks_show_their_node() {
+        let mut report = sample();
+        report.services[0].servers[0].node = Some("n2".into());
+        report.docker.swarm = Some(SwarmStatus {
+            node: "n1".into(),
+            following: false,
+            error: Some("no answer in time".into()),
+            listed_at: None,
+        });
+        let text = table(&report, false);
+        for line in [
+            "swarm: not following on n1 (no answer in time)",
+            "SERVICE  CONTAINER  NODE  ADDRESS",
+            "web      web_1      n2    172.18.0.2:8080  ready  UP       2",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
     }
 }
