@@ -139,13 +139,28 @@ impl Load {
     /// GETs `path`; a 2xx answer for which `whole` is false (a body cut
     /// short) counts as failed, as "truncated".
     pub fn start_on(addr: SocketAddr, clients: usize, path: &'static str, whole: fn(&Response) -> bool) -> Load {
+        Self::spawn(&tokio::runtime::Handle::current(), addr, clients, path, whole)
+    }
+
+    /// The clients on `runtime` (one inside a network namespace, say).
+    pub fn start_in(runtime: &tokio::runtime::Handle, addr: SocketAddr, clients: usize) -> Load {
+        Self::spawn(runtime, addr, clients, "/", |_| true)
+    }
+
+    fn spawn(
+        runtime: &tokio::runtime::Handle,
+        addr: SocketAddr,
+        clients: usize,
+        path: &'static str,
+        whole: fn(&Response) -> bool,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(LoadStats::default()));
         let clients = (0..clients)
             .map(|_| {
                 let stop = stop.clone();
                 let stats = stats.clone();
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let result = get(addr, "localhost", path).await;
                         let now = Instant::now();

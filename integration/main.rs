@@ -12,6 +12,8 @@
 //! - `app_image`: the compiled app server (integration/bench/app.rs) in a
 //!   test image, for responses busybox cannot give (streamed over a second).
 //! - `pebble`: a real ACME server (Debian's pebble) for the ACME tests.
+//! - `swarm_bed`: a swarm of several nodes, each a network namespace with
+//!   its own dockerd (scripts/swarm-bed.sh), for the multi-node tests.
 //!
 //! Isolation: every test has its own label prefix (`tt<pid>n<counter>`), so the
 //! tests share the machine's daemon and still run in parallel.
@@ -28,6 +30,7 @@ mod dockerd;
 mod http;
 mod pebble;
 mod self_signed;
+mod swarm_bed;
 mod teal;
 mod util;
 
@@ -43,6 +46,7 @@ mod health;
 mod hold;
 mod isolation;
 mod labels;
+mod multinode;
 mod reconnect;
 mod rollout;
 mod rollout_cmd;

@@ -48,11 +48,13 @@ pub struct Load {
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The load's own runtime (see the module comment).
-fn load_runtime() -> tokio::runtime::Runtime {
+/// The load's own runtime (see the module comment); `on_thread_start` runs
+/// on each of its threads first (to enter a network namespace, say).
+pub fn load_runtime(on_thread_start: impl Fn() + Send + Sync + 'static) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("load")
+        .on_thread_start(on_thread_start)
         .enable_all()
         .build()
         .expect("load runtime")
@@ -61,12 +63,13 @@ fn load_runtime() -> tokio::runtime::Runtime {
 impl Load {
     /// Runs `rate` requests per second for `duration` against `addr`.
     pub fn start(addr: SocketAddr, rate: u32, workers: u32, duration: Duration, mode: Connections) -> Load {
-        Self::start_on(addr, "/", rate, workers, duration, mode)
+        Self::start_on(load_runtime(|| {}), addr, "/", rate, workers, duration, mode)
     }
 
-    /// The same, GETting `path`; a worker waits for each answer (a slow
-    /// one delays its next request).
+    /// The same on `runtime` (from [`load_runtime`]), GETting `path`; a
+    /// worker waits for each answer (a slow one delays its next request).
     pub fn start_on(
+        runtime: tokio::runtime::Runtime,
         addr: SocketAddr,
         path: &'static str,
         rate: u32,
@@ -74,7 +77,6 @@ impl Load {
         duration: Duration,
         mode: Connections,
     ) -> Load {
-        let runtime = load_runtime();
         let started = Instant::now();
         let first_seen: FirstSeen = Arc::default();
         let period = Duration::from_secs_f64(f64::from(workers) / f64::from(rate));
@@ -100,7 +102,7 @@ impl Load {
     /// sent on time whether or not earlier ones have answered, so a stalled
     /// proxy shows as failed requests rather than as fewer requests.
     pub fn start_open(addr: SocketAddr, rate: u32, duration: Duration) -> Load {
-        let runtime = load_runtime();
+        let runtime = load_runtime(|| {});
         let started = Instant::now();
         let first_seen: FirstSeen = Arc::default();
         let period = Duration::from_secs_f64(1.0 / f64::from(rate));

@@ -25,7 +25,7 @@ mod stream;
 
 use std::time::{Duration, Instant};
 
-use load::{percentile, Connections, Load, Sample};
+use load::{load_runtime, percentile, Connections, Load, Sample};
 use stack::{wait_until, ComposeProject, Containers, StaticHaproxy, Teal};
 
 /// Requests per second sent in every rollout scenario.
@@ -181,7 +181,15 @@ async fn steady(name: &str, traffic: Traffic, options: &[&str], duration: Durati
         workers,
         connections,
     } = traffic;
-    let load = Load::start_on(teal.http, path, rate, workers, duration, connections);
+    let load = Load::start_on(
+        load_runtime(|| {}),
+        teal.http,
+        path,
+        rate,
+        workers,
+        duration,
+        connections,
+    );
     tokio::time::sleep(duration / 4).await;
     // Read after the steady phase: the counter moves just after HAProxy
     // already serves the first container.
