@@ -54,7 +54,7 @@ async fn verified_get(port: u16, name: &str, root: &Path) -> String {
 
 /// The certificate `/status` shows for `name`.
 async fn certificate(teal: &Teal, name: &str) -> Option<teal::acme::CertificateStatus> {
-    let report = teal::status::fetch(teal.status).await.ok()?;
+    let report = teal.report().await.ok()?;
     report.certificates.into_iter().find(|c| c.name == name)
 }
 

@@ -140,9 +140,29 @@ fn run_warns_about_plain_tcp_docker_and_a_public_status_endpoint() {
         1,
         "the Docker API over plain TCP is unencrypted and unauthenticated",
     );
-    assert_fails(
-        &out,
-        1,
-        "the status endpoint listens beyond loopback and has no authentication",
+    let exposed = "listens beyond loopback without --status-auth";
+    assert_fails(&out, 1, exposed);
+
+    // With credentials it is not exposed; a file teal cannot use stops it.
+    let auth = dir.path().join("status.htpasswd");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    std::fs::write(&auth, format!("viewer:{hash}\n")).unwrap();
+    let auth = auth.to_str().unwrap();
+    let args = run_args(
+        dir.path(),
+        &[
+            "--config",
+            config,
+            "--status-bind",
+            "192.0.2.1:9180",
+            "--status-auth",
+            auth,
+        ],
     );
+    let out = teal(&args, &[]);
+    assert_fails(&out, 1, "cannot listen on --status-bind 192.0.2.1:9180");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(exposed));
+    std::fs::write(dir.path().join("status.htpasswd"), "viewer:$apr1$abc$def\n").unwrap();
+    let out = teal(&args, &[]);
+    assert_fails(&out, 2, "line 1: the hash of \"viewer\" is not bcrypt");
 }

@@ -54,7 +54,7 @@ fn masters_of(state_dir: &Path) -> Vec<i32> {
 }
 
 async fn report(teal: &Teal) -> Option<StatusReport> {
-    teal::status::fetch(teal.status).await.ok()
+    teal.report().await.ok()
 }
 
 async fn haproxy(teal: &Teal) -> Option<HaproxyProcess> {

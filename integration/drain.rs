@@ -17,7 +17,7 @@ const CONVERGE: Duration = Duration::from_secs(20);
 
 /// The container's server as `/status` reports it, once it exists.
 async fn server(teal: &Teal, id: &str) -> Option<teal::status::ServerStatus> {
-    let report = teal::status::fetch(teal.status).await.ok()?;
+    let report = teal.report().await.ok()?;
     report
         .services
         .into_iter()

@@ -157,7 +157,7 @@ async fn without_a_ready_server_a_503_with_retry_after_at_once_or_past_the_bound
         (response, start.elapsed())
     };
     wait_until(CONVERGE, "both services are left without a server", || async {
-        teal::status::fetch(teal.status)
+        teal.report()
             .await
             .is_ok_and(|report| report.services.len() == 2 && report.services.iter().all(|s| s.servers.is_empty()))
     })
@@ -174,7 +174,7 @@ async fn without_a_ready_server_a_503_with_retry_after_at_once_or_past_the_bound
     );
     eprintln!("503 with Retry-After: teal.hold=0 at once, teal.hold=1500ms after {took:?}");
 
-    let report = teal::status::fetch(teal.status).await.expect("/status");
+    let report = teal.report().await.expect("/status");
     let held = |name: &str| report.services.iter().find(|s| s.name == name).and_then(|s| s.held);
     let bounded_held = held("bounded").expect("/status counts held requests of bounded");
     assert!(bounded_held.expired >= 1, "{bounded_held:?}");

@@ -45,18 +45,24 @@ pub async fn post(addr: SocketAddr, host: &str, path: &str, body: &[u8]) -> io::
 
 /// `line`: the method and path of the request line.
 async fn request(addr: SocketAddr, host: &str, line: &str, body: &[u8]) -> io::Result<Response> {
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    let head = format!(
+        "{line} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: teal-integration\r\n\
+         {length}Connection: close\r\n\r\n"
+    );
+    exchange(addr, &head, body).await
+}
+
+/// Sends `head` (which should ask for `Connection: close`) and `body` as
+/// they are, and reads the answer to the end.
+pub async fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> io::Result<Response> {
     tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut stream = TcpStream::connect(addr).await?;
-        let length = if body.is_empty() {
-            String::new()
-        } else {
-            format!("Content-Length: {}\r\n", body.len())
-        };
-        let request = format!(
-            "{line} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: teal-integration\r\n\
-             {length}Connection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
+        stream.write_all(head.as_bytes()).await?;
         stream.write_all(body).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;

@@ -24,7 +24,7 @@ fn default_template() -> String {
 }
 
 async fn report(teal: &Teal) -> Option<teal::status::StatusReport> {
-    teal::status::fetch(teal.status).await.ok()
+    teal.report().await.ok()
 }
 
 /// Under `load`, `web` (served by `old`) gets a new replica, then `old` is

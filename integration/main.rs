@@ -14,6 +14,7 @@
 //! - `pebble`: a real ACME server (Debian's pebble) for the ACME tests.
 //! - `swarm_bed`: a swarm of several nodes, each a network namespace with
 //!   its own dockerd (scripts/swarm-bed.sh), for the multi-node tests.
+//! - `browser`: headless chromium through chromium-driver, for the dashboard.
 //!
 //! Isolation: every test has its own label prefix (`tt<pid>n<counter>`), so the
 //! tests share the machine's daemon and still run in parallel.
@@ -23,6 +24,7 @@
 #[path = "bench/app.rs"]
 mod app;
 mod app_image;
+mod browser;
 mod compose;
 mod compose_file;
 mod docker;
@@ -38,6 +40,7 @@ mod acme;
 mod cli;
 mod compose_deploy;
 mod controls;
+mod dashboard;
 mod dataplane;
 mod discovery;
 mod drain;

@@ -87,6 +87,13 @@ impl Deploy {
         tag
     }
 
+    /// Tags `from` as `tag` (a name of the caller's choice), removed on drop.
+    pub async fn tag_named(&mut self, from: &str, tag: &str) -> String {
+        self.docker.run(&["tag", from, tag]).await;
+        self.images.push(tag.to_owned());
+        tag.to_owned()
+    }
+
     /// Builds `version` from the test image plus Dockerfile `lines`. The
     /// label makes the image this test's own: two tests building the same
     /// lines would otherwise share one cached image, and one test's `rmi`
@@ -257,7 +264,7 @@ async fn rollout_follows_the_tag_under_load() {
         "more served than sent:\n{output}"
     );
     assert!(output.contains(" 0 5xx,"), "{output}");
-    let report = teal::status::fetch(teal.status).await.expect("GET /status");
+    let report = teal.report().await.expect("GET /status");
     let last = &report.deploys[0];
     assert_eq!(last.outcome, teal::deploy::Outcome::Completed, "{last:?}");
     assert_eq!(last.new.requests, new_served, "{last:?}");

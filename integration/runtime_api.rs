@@ -32,7 +32,7 @@ async fn a_server_added_at_runtime_reuses_idle_connections() {
     teal.wait_served_by("first", CONVERGE).await;
     // HAProxy serves `first` just before teal counts the reload that added it.
     wait_until(CONVERGE, "the reload that added a is recorded", || async {
-        let report = teal::status::fetch(teal.status).await;
+        let report = teal.report().await;
         report.is_ok_and(|r| r.last_reload.is_some_and(|l| l.outcome.as_deref() == Some("reloaded")))
     })
     .await;

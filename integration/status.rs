@@ -37,7 +37,7 @@ async fn status_metrics_and_table_describe_the_stack() {
         CONVERGE,
         "/status shows the server UP and the bad one left out",
         || async {
-            let report = teal::status::fetch(teal.status).await.ok()?;
+            let report = teal.report().await.ok()?;
             let up = report
                 .services
                 .iter()
@@ -128,7 +128,7 @@ async fn a_config_haproxy_rejects_shows_in_status_and_metrics() {
     let rejected = good.replacen("defaults\n", "defaults\n    no-such-keyword-teal\n", 1);
     std::fs::write(&template, rejected).expect("write template");
     let report = wait_for(CONVERGE, "/status shows the rejected config", || async {
-        let report = teal::status::fetch(teal.status).await.ok()?;
+        let report = teal.report().await.ok()?;
         report.last_reload.clone().filter(|r| !r.ok).map(|r| (report, r))
     })
     .await;
@@ -184,7 +184,7 @@ async fn a_runtime_change_whose_file_does_not_load_is_reported_and_keeps_serving
     teal.wait_served_by(&a.body, CONVERGE).await;
     // HAProxy serves a just before teal counts the reload that added it.
     wait_until(CONVERGE, "a's reload is recorded", || async {
-        let report = teal::status::fetch(teal.status).await;
+        let report = teal.report().await;
         report.is_ok_and(|r| r.last_reload.is_some_and(|l| l.outcome.as_deref() == Some("reloaded")))
     })
     .await;
@@ -198,7 +198,7 @@ async fn a_runtime_change_whose_file_does_not_load_is_reported_and_keeps_serving
         .await;
     teal.wait_served_by(&b.body, CONVERGE).await;
     let report = wait_for(CONVERGE, "/status shows the file that does not load", || async {
-        let report = teal::status::fetch(teal.status).await.ok()?;
+        let report = teal.report().await.ok()?;
         report.last_reload.clone().filter(|r| !r.ok)
     })
     .await;

@@ -248,9 +248,14 @@ impl Teal {
         self.metric("teal_reloads_total{result=\"ok\"}").await.unwrap_or(0.0)
     }
 
+    /// `/status`, read as `teal status` reads it.
+    pub async fn report(&self) -> anyhow::Result<teal::status::StatusReport> {
+        teal::status::fetch(self.status, &self.state_dir).await
+    }
+
     /// Why `/status` says this container is left out, if it does.
     pub async fn excluded_reason(&self, container: &Container) -> Option<String> {
-        let report = teal::status::fetch(self.status).await.ok()?;
+        let report = self.report().await.ok()?;
         report
             .excluded
             .into_iter()

@@ -27,7 +27,7 @@ async fn broken_template_keeps_last_good_config() {
 
     std::fs::write(&template, "global\n{{#if}}\n  garbage\n").expect("write template");
     wait_until(CONVERGE, "/status shows the template that does not parse", || async {
-        let report = teal::status::fetch(teal.status).await;
+        let report = teal.report().await;
         report.is_ok_and(|r| r.refused.rendering.is_some_and(|e| e.contains("does not parse")))
     })
     .await;

@@ -143,7 +143,7 @@ async fn terminates_tls_by_sni_and_redirects_per_service() {
     // Each name gets its own certificate.
     assert!(same_pem(&presented(https, &a).await.expect("TLS to a"), &cert_a));
     // /status and the metrics describe each file.
-    let report = teal::status::fetch(teal.status).await.expect("/status");
+    let report = teal.report().await.expect("/status");
     let file = format!("{a}.pem");
     let listed = report.certificates.iter().find(|c| c.name == file).expect("listed");
     assert_eq!(listed.names, std::slice::from_ref(&a));

@@ -25,21 +25,25 @@ _pkg_present() {
         curl) command -v curl >/dev/null 2>&1 ;;
         iproute2) command -v ip >/dev/null 2>&1 ;;
         pebble) command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 ;;
+        chromium) [ -x /usr/bin/chromium ] ;;
+        chromium-driver) [ -x /usr/bin/chromedriver ] ;;
         *) dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' ;;
     esac
 }
 
-# ensure_packages: apt-get install only the packages that are missing.
+# ensure_packages [EXTRA...]: apt-get install only the packages that are
+# missing, of the list below and the EXTRA ones.
 ensure_packages() {
     local missing=() p
     # openssl makes the tests' certificates, curl is the demo's client, ip
     # (iproute2) sets up the reconnect test's private dockerd, pebble is the
     # ACME tests' CA.
-    for p in docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2 pebble; do
+    local wanted=(docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2 pebble "$@")
+    for p in "${wanted[@]}"; do
         _pkg_present "$p" || missing+=("$p")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
-        say "system packages present (docker.io haproxy docker-compose busybox-static wrk openssl curl iproute2 pebble)"
+        say "system packages present (${wanted[*]})"
         return 0
     fi
     _apt_install "${missing[@]}"

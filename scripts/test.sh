@@ -19,7 +19,8 @@ ensure_cargo
 ensure_rust_components
 
 step "checking system packages"
-ensure_packages
+# chromium, headless through chromium-driver, is the dashboard test's browser.
+ensure_packages chromium chromium-driver
 
 step "checking the Docker daemon"
 ensure_docker

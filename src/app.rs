@@ -92,7 +92,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         certs_dir: settings.certs.clone(),
         state_dir: settings.state_dir.clone(),
     };
-    let status_task = status::serve(settings.status_bind, sources, shutdown.clone()).await?;
+    let listener = status::Listener {
+        bind: settings.status_bind,
+        users: settings.status_users.clone(),
+        state_dir: &settings.state_dir,
+    };
+    let status_task = status::serve(listener, sources, shutdown.clone()).await?;
     let docker_task = tokio::spawn(watcher.run(shutdown.clone()));
     let swarm_task = tokio::spawn(swarm_watcher.run(shutdown.clone()));
     let model = ModelOwner {

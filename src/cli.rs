@@ -82,6 +82,11 @@ pub struct RunArgs {
     /// Least time between two reloads, so a burst that needs one gets one; server changes never wait.
     #[arg(long, env = "TEAL_DEBOUNCE", default_value = DEFAULT_DEBOUNCE, value_parser = parse_duration)]
     pub debounce: Duration,
+
+    /// Basic auth for the status endpoint (dashboard, /status, /metrics; not /healthz, /readyz): a file of
+    /// `user:bcrypt-hash` lines, as `htpasswd -nB USER` prints them [default: none].
+    #[arg(long, env = "TEAL_STATUS_AUTH")]
+    pub status_auth: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +116,9 @@ pub struct StatusArgs {
 
     #[command(flatten)]
     pub status: StatusBindArgs,
+
+    #[command(flatten)]
+    pub state_dir: StateDirArgs,
 }
 
 #[derive(Debug, Args)]

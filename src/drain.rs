@@ -44,7 +44,7 @@ pub async fn run(settings: DrainSettings) -> anyhow::Result<()> {
     }
     let file = state_file::path::<Drained>(&settings.state_dir);
     let started = Instant::now();
-    match until_idle(settings.status_bind, id, settings.timeout).await {
+    match until_idle(settings.status_bind, &settings.state_dir, id, settings.timeout).await {
         Ok(Idle::Idle) => println!(
             "{name}: out of rotation and idle after {:.1}s; it stays drained until it is removed \
              (`teal drain {name} --undo` puts it back)",
@@ -118,9 +118,14 @@ pub enum NotIdle {
 
 /// Polls the daemon at `status_addr` until the container `id` is out of
 /// rotation in HAProxy with nothing in flight, for at most `timeout`.
-pub async fn until_idle(status_addr: SocketAddr, id: &str, timeout: Duration) -> Result<Idle, NotIdle> {
+pub async fn until_idle(
+    status_addr: SocketAddr,
+    state_dir: &Path,
+    id: &str,
+    timeout: Duration,
+) -> Result<Idle, NotIdle> {
     let deadline = Instant::now() + timeout;
-    let mut last = match status::fetch(status_addr).await {
+    let mut last = match status::fetch(status_addr, state_dir).await {
         Ok(report) => stage(&report, status_addr, id),
         Err(error) => return Err(NotIdle::NoAnswer(format!("{error:#}"))),
     };
@@ -138,7 +143,7 @@ pub async fn until_idle(status_addr: SocketAddr, id: &str, timeout: Duration) ->
         }
         tokio::time::sleep(POLL).await;
         // A teal restarting for a moment does not end the wait.
-        if let Ok(report) = status::fetch(status_addr).await {
+        if let Ok(report) = status::fetch(status_addr, state_dir).await {
             last = stage(&report, status_addr, id);
         }
     }
@@ -195,7 +200,7 @@ async fn undo(settings: &DrainSettings, id: &str, name: &str) -> anyhow::Result<
     }
     let deadline = Instant::now() + settings.timeout;
     loop {
-        let report = status::fetch(settings.status_bind).await;
+        let report = status::fetch(settings.status_bind, &settings.state_dir).await;
         let server = report.as_ref().ok().and_then(|r| {
             r.services
                 .iter()

@@ -75,7 +75,7 @@ pub async fn check(settings: Settings) -> anyhow::Result<()> {
 
 /// `teal status`: ask the running daemon and print a table (or its JSON).
 pub async fn status(settings: StatusSettings) -> anyhow::Result<()> {
-    let report = status::fetch(settings.status_bind).await?;
+    let report = status::fetch(settings.status_bind, &settings.state_dir).await?;
     if settings.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -16,6 +16,7 @@ use crate::cli::{
 };
 use crate::duration::parse_duration;
 use crate::model::labels::{ServiceName, Slot};
+use crate::status::StatusUsers;
 
 mod checks;
 pub use checks::SettingsError;
@@ -135,6 +136,8 @@ pub struct Settings {
     pub certs: Option<PathBuf>,
     pub https_bind: BindAddr,
     pub status_bind: SocketAddr,
+    /// `--status-auth`: who may read the status endpoint.
+    pub status_users: Option<StatusUsers>,
     pub debounce: Duration,
     /// `--hold`: how long a request waits while its service has no ready server.
     pub hold: Duration,
@@ -187,6 +190,7 @@ impl Default for Settings {
             certs: None,
             https_bind: default_bind(DEFAULT_HTTPS_BIND),
             status_bind: DEFAULT_STATUS_BIND.parse().expect("the default status address parses"),
+            status_users: None,
             debounce: parse_duration(DEFAULT_DEBOUNCE).expect("the default debounce parses"),
             hold: parse_duration(DEFAULT_HOLD).expect("the default hold parses"),
             acme: None,
@@ -206,6 +210,7 @@ impl Settings {
             haproxy: args.haproxy.haproxy,
             reload: args.reload,
             debounce: args.debounce,
+            status_users: args.status_auth.as_deref().map(StatusUsers::load).transpose()?,
             ..Self::shaped_by(args.shape)?
         };
         checks::config_file(&settings.config)?;
@@ -264,7 +269,7 @@ impl Settings {
     /// Logs what `teal run` with these settings exposes beyond this host.
     pub fn warn_if_exposed(&self) {
         checks::warn_if_plain_docker(self.docker_host.as_deref());
-        checks::warn_if_public_status(self.status_bind);
+        checks::warn_if_public_status(self.status_bind, self.status_users.is_some());
     }
 
     /// Ports HAProxy or teal already listen on, which no tcp service may take.
@@ -459,6 +464,8 @@ impl From<ResumeArgs> for ControlSettings {
 #[derive(Debug, Clone)]
 pub struct StatusSettings {
     pub status_bind: SocketAddr,
+    /// Where the daemon leaves the token `--status-auth` asks for.
+    pub state_dir: PathBuf,
     pub json: bool,
 }
 
@@ -466,6 +473,7 @@ impl From<StatusArgs> for StatusSettings {
     fn from(args: StatusArgs) -> Self {
         Self {
             status_bind: args.status.status_bind,
+            state_dir: args.state_dir.state_dir,
             json: args.json,
         }
     }

@@ -28,7 +28,7 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
         return Ok(());
     }
     let preview = slots::preview_name(service).map_err(anyhow::Error::msg)?;
-    let report = status::fetch(settings.status_bind).await;
+    let report = status::fetch(settings.status_bind, &settings.state_dir).await;
     match &report {
         Ok(report) => {
             let going_live = slot_servers(report, service, &preview, target);
@@ -62,7 +62,7 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
         Err(_) => (Vec::new(), Vec::new()),
     };
     let deploy = match report {
-        Ok(_) => Some(Deploy::start(settings.status_bind, service.as_str(), "switch").await),
+        Ok(_) => Some(Deploy::start(settings.status_bind, &settings.state_dir, service.as_str(), "switch").await),
         Err(_) => None,
     };
     slots::store(&settings.state_dir, service, Some(target))?;
@@ -80,7 +80,7 @@ pub async fn run(settings: SwitchSettings) -> anyhow::Result<()> {
     let new_ids: Vec<&str> = new_ids.iter().map(String::as_str).collect();
     let deadline = Instant::now() + settings.timeout;
     loop {
-        if let Ok(report) = status::fetch(settings.status_bind).await {
+        if let Ok(report) = status::fetch(settings.status_bind, &settings.state_dir).await {
             if applied(&report, service, target) {
                 let live = slot_servers(&report, service, &preview, target);
                 let other = slot_servers(&report, service, &preview, slots::other(target));

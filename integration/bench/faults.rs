@@ -258,7 +258,7 @@ async fn scale_up_and_stop(containers: &mut Containers, load: &Load, old: &str) 
 }
 
 async fn converged(teal: &Teal, want: &Converged) -> bool {
-    let Ok(report) = teal::status::fetch(teal.status).await else {
+    let Ok(report) = teal::status::fetch(teal.status, teal.dir()).await else {
         return false;
     };
     let servers = |name: &str| {

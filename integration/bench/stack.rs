@@ -247,7 +247,7 @@ impl Teal {
 
     /// Servers HAProxy reports UP, from /status.
     pub async fn servers_up(&self) -> usize {
-        let Ok(report) = teal::status::fetch(self.status).await else {
+        let Ok(report) = teal::status::fetch(self.status, &self.dir).await else {
             return 0;
         };
         report

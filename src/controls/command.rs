@@ -18,7 +18,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub async fn run(settings: ControlSettings) -> anyhow::Result<()> {
     let service = &settings.service;
-    let report = status::fetch(settings.status_bind).await.ok();
+    let report = status::fetch(settings.status_bind, &settings.state_dir).await.ok();
     if let Some(found) = report
         .as_ref()
         .and_then(|r| r.services.iter().find(|s| s.name == service.as_str()))
@@ -57,7 +57,7 @@ pub async fn run(settings: ControlSettings) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + settings.timeout;
     loop {
-        match status::fetch(settings.status_bind).await {
+        match status::fetch(settings.status_bind, &settings.state_dir).await {
             Ok(report) if !routed(&report, service.as_str()) => {
                 println!("{service}: {done}; no such service is routed now, it applies when one is");
                 return Ok(());

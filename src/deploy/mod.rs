@@ -92,15 +92,21 @@ pub struct Deploy {
 }
 
 impl Deploy {
-    /// Starts sampling `service`'s servers at the daemon at `status_addr`.
-    pub async fn start(status_addr: std::net::SocketAddr, service: &str, kind: &'static str) -> Self {
+    /// Starts sampling `service`'s servers at the daemon at `status_addr`
+    /// (whose `--status-auth` token is in `state_dir`).
+    pub async fn start(
+        status_addr: std::net::SocketAddr,
+        state_dir: &std::path::Path,
+        service: &str,
+        kind: &'static str,
+    ) -> Self {
         Self {
             id: new_id(),
             service: service.to_owned(),
             kind,
             started: SystemTime::now(),
             clock: Instant::now(),
-            sampler: Sampler::start(status_addr, service).await,
+            sampler: Sampler::start(status_addr, state_dir, service).await,
         }
     }
 

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,6 +198,8 @@ impl Tallies {
 /// Samples one service's servers in the background.
 pub struct Sampler {
     status_addr: SocketAddr,
+    /// Where the daemon's `--status-auth` token is.
+    state_dir: PathBuf,
     service: String,
     tallies: Arc<Mutex<Tallies>>,
     stop: CancellationToken,
@@ -204,22 +207,24 @@ pub struct Sampler {
 
 impl Sampler {
     /// Takes the first sample (the deploy's start), then one every [`EVERY`].
-    pub async fn start(status_addr: SocketAddr, service: &str) -> Self {
+    pub async fn start(status_addr: SocketAddr, state_dir: &Path, service: &str) -> Self {
         let sampler = Self {
             status_addr,
+            state_dir: state_dir.to_owned(),
             service: service.to_owned(),
             tallies: Arc::default(),
             stop: CancellationToken::new(),
         };
         sampler.sample().await;
         let (tallies, stop, service) = (sampler.tallies.clone(), sampler.stop.clone(), service.to_owned());
+        let state_dir = state_dir.to_owned();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(EVERY) => {}
                 }
-                if let Ok(report) = status::fetch(status_addr).await {
+                if let Ok(report) = status::fetch(status_addr, &state_dir).await {
                     lock(&tallies).observe(&report, &service);
                 }
             }
@@ -229,7 +234,7 @@ impl Sampler {
 
     /// Samples now: before a server is removed, at a step's end.
     pub async fn sample(&self) {
-        if let Ok(report) = status::fetch(self.status_addr).await {
+        if let Ok(report) = status::fetch(self.status_addr, &self.state_dir).await {
             lock(&self.tallies).observe(&report, &self.service);
         }
     }

@@ -55,7 +55,7 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
         settings.label_prefix,
         project.map(|p| format!(" in compose project {p}")).unwrap_or_default()
     );
-    let report = crate::status::fetch(settings.status_bind)
+    let report = crate::status::fetch(settings.status_bind, &settings.state_dir)
         .await
         .context("teal rollout needs the running daemon to tell when a replacement is UP in HAProxy")?;
     anyhow::ensure!(
@@ -69,7 +69,7 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
 
-    let deploy = Deploy::start(settings.status_bind, service, "rollout").await;
+    let deploy = Deploy::start(settings.status_bind, &settings.state_dir, service, "rollout").await;
     let plans = plan::plan_all(
         &docker,
         &settings.label_prefix,
@@ -99,6 +99,7 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
         wait::until_up(
             &docker,
             settings.status_bind,
+            &settings.state_dir,
             &mut replacements,
             settings.timeout,
             &interrupted,
@@ -302,7 +303,7 @@ async fn drain_and_remove(
     let stops = containers.iter().map(|&(id, name)| async move {
         let started = Instant::now();
         let drained = if marked {
-            crate::drain::until_idle(settings.status_bind, id, settings.drain).await
+            crate::drain::until_idle(settings.status_bind, &settings.state_dir, id, settings.drain).await
         } else {
             Err(NotIdle::NotApplied)
         };

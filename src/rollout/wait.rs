@@ -49,6 +49,7 @@ enum Stage {
 pub async fn until_up(
     docker: &Client,
     status_addr: SocketAddr,
+    state_dir: &std::path::Path,
     replacements: &mut [Replacement],
     timeout: Duration,
     interrupted: &CancellationToken,
@@ -57,7 +58,7 @@ pub async fn until_up(
     let mut progress = Progress::new(replacements.iter().map(|r| r.name.clone()).collect());
     let mut last: Vec<String> = vec![String::new(); replacements.len()];
     let result = loop {
-        let report = status::fetch(status_addr).await;
+        let report = status::fetch(status_addr, state_dir).await;
         let mut failure = None;
         for (i, r) in replacements.iter_mut().enumerate() {
             if r.up {

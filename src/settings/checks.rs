@@ -38,6 +38,8 @@ pub enum SettingsError {
     },
     #[error("--preview-https-bind needs certificates: add --certs DIR or --acme-email EMAIL, or drop it")]
     PreviewHttpsWithoutTls,
+    #[error(transparent)]
+    StatusAuth(#[from] crate::status::AuthFileError),
 }
 
 /// A unix socket's path: 108 bytes with its terminating NUL.
@@ -119,12 +121,19 @@ pub(super) fn warn_if_plain_docker(host: Option<&str>) {
     }
 }
 
-pub(super) fn warn_if_public_status(bind: SocketAddr) {
-    if !bind.ip().is_loopback() {
+/// Beyond loopback without `--status-auth`, anyone who reaches the port
+/// reads every container, image and route.
+fn status_exposed(bind: SocketAddr, has_auth: bool) -> bool {
+    !bind.ip().is_loopback() && !has_auth
+}
+
+pub(super) fn warn_if_public_status(bind: SocketAddr, has_auth: bool) {
+    if status_exposed(bind, has_auth) {
         tracing::warn!(
             status_bind = %bind,
-            "the status endpoint listens beyond loopback and has no authentication: /status names every \
-             container and image; publish it to trusted networks only"
+            "the status endpoint (dashboard, /status, /metrics) listens beyond loopback without --status-auth: \
+             anyone who reaches it sees every container, image and route; give it --status-auth FILE \
+             (htpasswd -nB USER lines) or bind it to 127.0.0.1"
         );
     }
 }
@@ -178,6 +187,16 @@ mod tests {
             "{error}"
         );
         assert!(socket_paths(Path::new("/var/lib/teal"), "/var/lib/teal/hold/0123456789abcdef.sock").is_ok());
+    }
+
+    #[test]
+    fn the_status_endpoint_is_exposed_beyond_loopback_without_auth_only() {
+        let at = |addr: &str| addr.parse::<SocketAddr>().unwrap();
+        assert!(status_exposed(at("0.0.0.0:9180"), false));
+        assert!(status_exposed(at("[::]:9180"), false));
+        assert!(!status_exposed(at("0.0.0.0:9180"), true));
+        assert!(!status_exposed(at("127.0.0.1:9180"), false));
+        assert!(!status_exposed(at("[::1]:9180"), false));
     }
 
     #[test]

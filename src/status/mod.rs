@@ -1,18 +1,22 @@
-//! What teal sees and did, for operators: `/healthz`, `/readyz`, `/status`,
-//! `/metrics` on `--status-bind`, and `teal status` which reads `/status`
-//! back.
+//! What teal sees and did, for operators: the dashboard at `/`,
+//! `/healthz`, `/readyz`, `/status`, `/metrics` on `--status-bind`, and
+//! `teal status` which reads `/status` back.
 //!
 //! The server only reads: snapshots, Docker's connection, the last apply and
 //! the supervised HAProxy arrive on watch channels from the tasks that own
 //! them (a closed channel means its task has ended); HAProxy's own view of
 //! each server is asked of its admin socket per request.
 
+mod auth;
 mod client;
+mod dashboard;
 mod held;
+mod history;
 mod metrics;
 mod report;
 mod server_stats;
 mod table;
+mod traffic;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::admin_command;
 use crate::model::Snapshot;
 
+pub use auth::{token_path, AuthFileError, StatusUsers};
 pub use client::fetch;
 pub use held::{parse_held, HeldRequests};
 pub use metrics::{ActionLabel, Metrics, ResultLabel};
@@ -155,27 +160,59 @@ impl StatusSources {
     }
 }
 
+/// The status listener's settings.
+pub struct Listener<'a> {
+    pub bind: std::net::SocketAddr,
+    /// `--status-auth`: who may look (all but `/healthz` and `/readyz`).
+    pub users: Option<StatusUsers>,
+    /// Where the token for teal's own commands goes.
+    pub state_dir: &'a std::path::Path,
+}
+
 /// Serves until `shutdown`. A bind failure is returned at once.
 pub async fn serve(
-    bind: std::net::SocketAddr,
+    listener: Listener<'_>,
     sources: StatusSources,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(bind)
+    let bind = listener.bind;
+    let tcp = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on --status-bind {bind}: {e}"))?;
-    let router = Router::new()
+    let auth = match listener.users {
+        Some(users) => Some(
+            auth::StatusAuth::start(users, listener.state_dir)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", auth::token_path(listener.state_dir).display()))?,
+        ),
+        None => {
+            auth::StatusAuth::remove_token(listener.state_dir);
+            None
+        }
+    };
+    let (dashboard, feed) = dashboard::routes(sources.clone(), shutdown.clone());
+    // Probes need no credentials: these say only ok or down.
+    let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(sources.clone());
+    let mut guarded = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(sources);
+        .with_state(sources)
+        .merge(dashboard);
+    if let Some(auth) = auth {
+        guarded = guarded.layer(axum::middleware::from_fn_with_state(auth, auth::require));
+    }
+    let router = probes.merge(guarded);
     tracing::info!(%bind, "status endpoint listening");
     Ok(tokio::spawn(async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        // The dashboard's event streams end when its feed does, so the
+        // graceful shutdown does not wait on open browsers.
+        let server = axum::serve(tcp, router).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(error) = server.await {
             tracing::error!(%error, "status endpoint failed");
         }
+        let _ = feed.await;
     }))
 }
 

@@ -51,16 +51,11 @@ pub type Stats = HashMap<(String, String), ServerStats>;
 /// Parses `show stat` CSV by its header (`# pxname,svname,qcur,...`); a
 /// line without the columns is skipped, a missing counter is 0.
 pub fn parse_show_stat(answer: &str) -> Stats {
-    let mut lines = answer.lines();
-    let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else {
-        return Stats::new();
-    };
-    let columns: Vec<&str> = header.split(',').collect();
-    let column = |name: &str| columns.iter().position(|c| *c == name);
-    let (Some(backend), Some(server), Some(kind)) = (column("pxname"), column("svname"), column("type")) else {
-        return Stats::new();
-    };
-    let counter_columns = [
+    let csv = StatCsv::parse(answer);
+    let columns = [
+        "pxname",
+        "svname",
+        "type",
         "qcur",
         "scur",
         "stot",
@@ -71,20 +66,17 @@ pub fn parse_show_stat(answer: &str) -> Stats {
         "eresp",
         "rtime",
         "rtime_max",
-    ]
-    .map(column);
+    ];
     let mut stats = Stats::new();
-    for line in lines {
-        let fields: Vec<&str> = line.split(',').collect();
-        let field = |i: usize| fields.get(i).copied().unwrap_or_default();
+    for [backend, server, kind, numbers @ ..] in csv.select(columns) {
         // Type 2: a server (0 frontend, 1 backend, 3 listener).
-        if field(kind) != "2" || field(server) == HOLD_SERVER {
+        if kind != "2" || server == HOLD_SERVER {
             continue;
         }
         let [queued, current, requests, responses_5xx, retries, redispatches, connection_errors, response_errors, response_time_ms, response_time_max_ms] =
-            counter_columns.map(|c| c.and_then(|i| field(i).parse::<u64>().ok()).unwrap_or(0));
+            numbers.map(|n| n.parse::<u64>().unwrap_or(0));
         stats.insert(
-            (field(backend).to_owned(), field(server).to_owned()),
+            (backend.to_owned(), server.to_owned()),
             ServerStats {
                 in_flight: queued + current,
                 counters: ServerCounters {
@@ -101,6 +93,44 @@ pub fn parse_show_stat(answer: &str) -> Stats {
         );
     }
     stats
+}
+
+/// `show stat`'s CSV, read as CSV: HAProxy quotes a field that holds a
+/// comma (a check's description can), which splitting on commas would
+/// take for two.
+pub(super) struct StatCsv {
+    columns: Vec<String>,
+    rows: Vec<csv::StringRecord>,
+}
+
+impl StatCsv {
+    /// Empty when the answer is not `show stat`'s (an error, say).
+    pub(super) fn parse(answer: &str) -> Self {
+        let Some(text) = answer.strip_prefix("# ") else {
+            return Self {
+                columns: Vec::new(),
+                rows: Vec::new(),
+            };
+        };
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+        let columns = reader
+            .headers()
+            .map(|h| h.iter().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let rows = reader.records().flatten().collect();
+        Self { columns, rows }
+    }
+
+    /// Each line's fields of these columns ("" where a line has none); no
+    /// line at all unless the first two columns exist.
+    pub(super) fn select<const N: usize>(&self, names: [&str; N]) -> impl Iterator<Item = [&str; N]> + '_ {
+        let at = names.map(|name| self.columns.iter().position(|c| c == name));
+        let known = at.iter().take(2).all(Option::is_some);
+        self.rows
+            .iter()
+            .filter(move |_| known)
+            .map(move |row| at.map(|i| i.and_then(|i| row.get(i)).unwrap_or_default()))
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +169,14 @@ mod tests {
         assert_eq!(get("teal_hold"), None);
         assert_eq!(stats.len(), 2);
         assert!(parse_show_stat("Unknown command").is_empty());
+    }
+
+    #[test]
+    fn a_quoted_field_with_a_comma_is_one_field() {
+        let answer = "# pxname,svname,type,check_desc,stot,rtime\n\
+            web,app-a-1,2,\"Layer7 wrong status, code 500\",9,12\n";
+        let stats = parse_show_stat(answer);
+        let a = stats[&("web".to_owned(), "app-a-1".to_owned())];
+        assert_eq!((a.counters.requests, a.counters.response_time_ms), (9, 12));
     }
 }
