@@ -32,17 +32,12 @@ const CONVERGE: Duration = Duration::from_secs(60);
 const OUT_OF_ROTATION: Duration = Duration::from_secs(5);
 
 /// A bed of `managers` and `workers` with the app and teal deployed, and a
-/// client in its hub; `None` (skipped) where no bed can be made.
-async fn deployed(managers: usize, workers: usize) -> Option<(SwarmBed, Hub)> {
-    if let Some(reason) = swarm_bed::unavailable() {
-        skip(&format!("multi-node test: {reason}"));
-        return None;
-    }
-    ensure_example_images();
+/// client in its hub.
+async fn deployed(managers: usize, workers: usize) -> (SwarmBed, Hub) {
     let bed = SwarmBed::up(&unique_prefix(), managers, workers, &[IMAGE, TEAL_IMAGE]).await;
     bed.deploy(IMAGE, 3, TEAL_IMAGE).await;
     let hub = bed.hub();
-    Some((bed, hub))
+    (bed, hub)
 }
 
 /// A node was lost under this load: at most the requests in flight on it
@@ -109,11 +104,21 @@ async fn lose_a_worker(bed: &SwarmBed, hub: &Hub, loss: Loss) -> (String, String
     (victim, lost)
 }
 
+/// One test for both swarms, one after the other: they cannot share the
+/// machine (one bed at a time), and a second test would hold one of the
+/// test run's threads idle while it waited for the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_nodes_rolling_update_and_worker_loss() {
-    let Some((bed, hub)) = deployed(1, 2).await else {
-        return;
-    };
+async fn three_node_swarms() {
+    if let Some(reason) = swarm_bed::unavailable() {
+        return skip(&format!("multi-node test: {reason}"));
+    }
+    ensure_example_images();
+    rolling_update_and_worker_loss().await;
+    three_managers_survive_the_leader().await;
+}
+
+async fn rolling_update_and_worker_loss() {
+    let (bed, hub) = deployed(1, 2).await;
     let first = bed.converged(&hub, "n1", 3, "").await;
     let nodes: BTreeSet<&str> = first.iter().map(|t| t.node.as_str()).collect();
     assert_eq!(
@@ -182,11 +187,8 @@ async fn three_nodes_rolling_update_and_worker_loss() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_managers_survive_the_leader() {
-    let Some((bed, hub)) = deployed(3, 0).await else {
-        return;
-    };
+    let (bed, hub) = deployed(3, 0).await;
     for manager in ["n1", "n2", "n3"] {
         bed.converged(&hub, manager, 3, "").await;
     }

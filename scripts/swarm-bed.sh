@@ -57,6 +57,7 @@ check_bed_name() {
 }
 
 check_node() {
+  [[ -d "$(dir_of "$1")" ]] || die "no bed '$1' here (scripts/swarm-bed.sh ls lists them)"
   [[ -d "$(dir_of "$1")/$2" ]] || die "bed $1 has no node '$2' (nodes: $(nodes "$1" | tr '\n' ' '))"
 }
 
