@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 pub const IMAGE: &str = "teal-bench-app:latest";
@@ -65,7 +65,10 @@ async fn connection(stream: TcpStream, hostname: &'static str, response: &'stati
     loop {
         let mut close = false;
         let mut target = None;
-        // The request head; bodies are not expected (GET and health checks).
+        let mut body = 0u64;
+        // The request head, then its body (a POST's), read whole before the
+        // answer: a server that answers and closes with a body unread resets
+        // the connection, and the proxy in front sees no answer.
         loop {
             line.clear();
             match stream.read_line(&mut line).await {
@@ -82,6 +85,16 @@ async fn connection(stream: TcpStream, hostname: &'static str, response: &'stati
             if header == "connection: close" || header.ends_with(" http/1.0") {
                 close = true;
             }
+            if let Some(length) = header.strip_prefix("content-length:") {
+                body = length.trim().parse().unwrap_or(0);
+            }
+        }
+        if tokio::io::copy(&mut (&mut stream).take(body), &mut tokio::io::sink())
+            .await
+            .ok()
+            != Some(body)
+        {
+            return;
         }
         let sent = match target.as_deref().and_then(stream_ms) {
             Some(ms) => send_stream(stream.get_mut(), hostname, ms).await,

@@ -4,7 +4,7 @@
 //! has reloaded since. Without a daemon answering, the change is saved and
 //! applies when `teal run` starts.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::model::labels::Mode;
 use crate::model::{Controls, Maintenance, Pause};
@@ -39,8 +39,7 @@ pub async fn run(settings: ControlSettings) -> anyhow::Result<()> {
         ServiceControl::MaintenanceOff => controls.maintenance = None,
         ServiceControl::Pause { max } => {
             controls.pause = Some(Pause {
-                // Whole seconds, rounded up: HAProxy's `date` counts seconds.
-                until: unix_now() + max.as_secs() + u64::from(max.subsec_nanos() > 0),
+                until: pause_end(SystemTime::now(), *max),
             })
         }
         ServiceControl::Resume => controls.pause = None,
@@ -81,6 +80,15 @@ pub async fn run(settings: ControlSettings) -> anyhow::Result<()> {
     }
 }
 
+/// When a pause of `max` given at `now` ends: whole seconds (HAProxy's
+/// `date` counts seconds), rounded up from `now + max` so that the pause
+/// lasts at least `max` (rounding `now` down first would cut up to a
+/// second off it).
+fn pause_end(now: SystemTime, max: Duration) -> u64 {
+    let end = now.duration_since(UNIX_EPOCH).unwrap_or_default() + max;
+    end.as_secs() + u64::from(end.subsec_nanos() > 0)
+}
+
 fn describe(control: &ServiceControl, now: &Controls) -> String {
     match control {
         ServiceControl::MaintenanceOn { .. } => "in maintenance (every request gets the maintenance page)".into(),
@@ -102,4 +110,17 @@ fn routed(report: &StatusReport, service: &str) -> bool {
 fn loaded(report: &StatusReport, service: &str, wanted: &Controls) -> bool {
     let loaded = report.last_reload.as_ref().and_then(|r| r.controls.get(service));
     loaded.cloned().unwrap_or_default() == *wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_ends_no_sooner_than_its_max_after_the_command() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(pause_end(at(100_900), Duration::from_secs(2)), 103);
+        assert_eq!(pause_end(at(100_000), Duration::from_secs(2)), 102);
+        assert_eq!(pause_end(at(100_000), Duration::from_millis(1500)), 102);
+    }
 }
