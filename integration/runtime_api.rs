@@ -265,6 +265,7 @@ fn plan_snapshot(servers: &[(&str, u8, u16, teal::model::ServerState)]) -> teal:
             servers,
             slots: None,
             controls: Default::default(),
+            canary: None,
         }],
         excluded: Vec::new(),
     }

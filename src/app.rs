@@ -19,6 +19,7 @@ use crate::slots::LiveSlots;
 use crate::state_file;
 use crate::status::{self, DockerStatus, Metrics, StatusSources};
 use crate::watch::Watches;
+use crate::weights::CanaryWeights;
 
 /// `teal run`: follow Docker and keep HAProxy in step until SIGTERM/SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -63,14 +64,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut watches = Watches::new()?;
     let (snapshots_tx, model_snapshots) = watch::channel(None);
     // Render, apply and status read the snapshot routed through the
-    // operator's choices: blue/green slots, drained containers, then
-    // maintenance and pauses.
+    // operator's choices: blue/green slots, drained containers, canary
+    // weights, then maintenance and pauses.
     let slots_edits = watches.file(&state_file::path::<LiveSlots>(&settings.state_dir))?;
     let slotted = state_file::route_snapshots::<LiveSlots>(&settings.state_dir, model_snapshots, slots_edits)?;
     let drained_edits = watches.file(&state_file::path::<Drained>(&settings.state_dir))?;
     let drained = state_file::route_snapshots::<Drained>(&settings.state_dir, slotted, drained_edits)?;
+    let weights_edits = watches.file(&state_file::path::<CanaryWeights>(&settings.state_dir))?;
+    let weighted = state_file::route_snapshots::<CanaryWeights>(&settings.state_dir, drained, weights_edits)?;
     let controls_edits = watches.file(&state_file::path::<ServiceControls>(&settings.state_dir))?;
-    let snapshots_rx = state_file::route_snapshots::<ServiceControls>(&settings.state_dir, drained, controls_edits)?;
+    let snapshots_rx = state_file::route_snapshots::<ServiceControls>(&settings.state_dir, weighted, controls_edits)?;
     let (docker_tx, docker_rx) = watch::channel(DockerStatus::default());
     let (apply_tx, apply_rx) = watch::channel(None);
     let supervisor = match settings.reload {

@@ -27,7 +27,9 @@
 //! - [`state_file`]: the operator's choices in `--state-dir`, routed onto
 //!   the snapshot between the model and render/apply/status: [`slots`],
 //!   blue/green, the live slot of each service (`slots.json`), and
-//!   [`drained`], containers out of rotation on purpose (`drained.json`).
+//!   [`drained`], containers out of rotation on purpose (`drained.json`),
+//!   and [`weights`], the new containers' share during a canary
+//!   (`weights.json`).
 //! - [`render`]: snapshot -> template context -> haproxy.cfg text. Pure.
 //! - [`reconcile`]: what was last applied, and the pure decision of what to
 //!   do next (nothing, runtime API commands, or a reload); its driver is the
@@ -79,3 +81,4 @@ pub mod status;
 pub mod switch;
 pub mod tls;
 pub mod watch;
+pub mod weights;

@@ -10,7 +10,7 @@ use crate::state_file::Choice as _;
 use crate::status;
 
 /// Lists once and builds the snapshot, routed through the operator's
-/// choices (slots, drained, controls): the shared start of `render` and
+/// choices (slots, drained, canary weights, controls): the shared start of `render` and
 /// `check`.
 async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
     let docker = docker::connect(settings.docker_host.as_deref()).await?;
@@ -23,9 +23,10 @@ async fn discover(settings: &Settings) -> anyhow::Result<Snapshot> {
     }
     let live_slots = crate::slots::LiveSlots::load(&settings.state_dir)?;
     let drained = crate::drained::Drained::load(&settings.state_dir)?;
+    let weights = crate::weights::CanaryWeights::load(&settings.state_dir)?;
     let controls = ServiceControls::load(&settings.state_dir)?;
     let snapshot = inventory.snapshot(&crate::model_owner::scope(settings).await?);
-    Ok(controls.route(drained.route(live_slots.route(snapshot))))
+    Ok(controls.route(weights.route(drained.route(live_slots.route(snapshot)))))
 }
 
 /// `teal render`: print the config (or with `context`, the template context).

@@ -1,7 +1,8 @@
 //! The operator's choices that `teal run` follows from files in
 //! `--state-dir`: the live blue/green slots (`slots.json`, `teal switch`),
-//! the drained containers (`drained.json`, `teal drain`), and maintenance
-//! and pauses (`controls.json`, `teal maintenance`, `teal pause`).
+//! the drained containers (`drained.json`, `teal drain`), the canary
+//! weights (`weights.json`, `teal rollout --canary`), and maintenance and
+//! pauses (`controls.json`, `teal maintenance`, `teal pause`).
 //!
 //! Each choice is one JSON file, rewritten atomically under a lock by its
 //! command and watched by the daemon, which routes every snapshot of the
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::apply::write_atomic;
+use crate::model::labels::ServiceName;
 use crate::model::Snapshot;
 
 /// One kind of choice and its file (the value serialized as it is).
@@ -58,6 +60,17 @@ pub trait Choice: Default + PartialEq + serde::Serialize + Send + Sync + Sized +
     fn changes_in(&self) -> Option<std::time::Duration> {
         None
     }
+}
+
+/// A choice's entries keyed by service, each name checked.
+pub fn by_service<V>(entries: BTreeMap<String, V>) -> Result<BTreeMap<ServiceName, V>, String> {
+    entries
+        .into_iter()
+        .map(|(service, value)| {
+            let name = ServiceName::parse(&service).map_err(|reason| format!("service {service:?}: {reason}"))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]

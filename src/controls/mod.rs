@@ -47,14 +47,7 @@ impl Choice for ServiceControls {
     type Entry = Controls;
 
     fn from_entries(entries: BTreeMap<String, Controls>) -> Result<Self, String> {
-        entries
-            .into_iter()
-            .map(|(service, controls)| {
-                let name = ServiceName::parse(&service).map_err(|reason| format!("service {service:?}: {reason}"))?;
-                Ok((name, controls))
-            })
-            .collect::<Result<_, String>>()
-            .map(Self)
+        state_file::by_service(entries).map(Self)
     }
 
     /// Each http service's controls, without the pauses that have ended.

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 pub use snapshot::{
-    Change, Controls, Excluded, Maintenance, Pause, Server, ServerState, Service, SlotRouting, Snapshot,
+    Canary, Change, Controls, Excluded, Maintenance, Pause, Server, ServerState, Service, SlotRouting, Snapshot,
 };
 
 /// A Docker container id (full, 64 hex digits).

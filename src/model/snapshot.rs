@@ -92,6 +92,20 @@ pub struct Service {
     pub slots: Option<SlotRouting>,
     /// `teal maintenance` and `teal pause`; set by `crate::controls`.
     pub controls: Controls,
+    /// `teal rollout --canary`: the new containers' share of the traffic,
+    /// which the servers' weights give them; set by `crate::weights`.
+    pub canary: Option<Canary>,
+}
+
+/// A canary under way on a service (`teal rollout --canary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    /// The deploy id of the rollout that runs it.
+    pub deploy: String,
+    /// The old containers' full ids; every other server is new.
+    pub old: Vec<String>,
+    /// The new set's share of the service's traffic, 0 to 100.
+    pub new_percent: u8,
 }
 
 /// What an operator set on a service by hand (http services only).
@@ -201,6 +215,7 @@ pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bo
                 servers,
                 slots: None,
                 controls: Controls::default(),
+                canary: None,
             },
             members,
         ));
@@ -453,6 +468,8 @@ impl Snapshot {
                 .iter()
                 .map(|svc| Service {
                     servers: Vec::new(),
+                    // Weights, which the runtime API sets.
+                    canary: None,
                     ..svc.clone()
                 })
                 .collect()

@@ -63,8 +63,11 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Command>> {
                 }
                 // A server that drained since its config line or `add server`
                 // has weight 0 in HAProxy: leaving drain restores its weight.
+                // While it drains its weight stays 0 (a canary reweighting
+                // its service must not put it back in rotation).
                 let leaves_drain = was.state == ServerState::Drain && server.state != ServerState::Drain;
-                if server.weight != was.weight || leaves_drain {
+                let drains = server.state == ServerState::Drain;
+                if !drains && (server.weight != was.weight || leaves_drain) {
                     commands.push(Command::SetWeight(target.clone(), server.weight));
                 }
                 if server.state != was.state {

@@ -178,6 +178,7 @@ fn service(name: &str) -> Service {
         servers: Vec::new(),
         slots: None,
         controls: Default::default(),
+        canary: None,
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::held::HeldRequests;
 use crate::isolate::Refusals;
 use crate::model::labels::{Mode, Slot};
-use crate::model::{Controls, ServerState, Snapshot};
+use crate::model::{Canary, Controls, ServerState, Snapshot};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DockerStatus {
@@ -193,6 +193,10 @@ pub struct ServiceStatus {
     /// `since`) and `pause` (`until`), each left out when not set.
     #[serde(default)]
     pub controls: Controls,
+    /// `teal rollout --canary` under way: the new containers' share
+    /// (`new_percent`), which the servers' `weight`s give them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,6 +280,7 @@ impl StatusReport {
                     .collect(),
                 held: None,
                 controls: service.controls.clone(),
+                canary: service.canary.clone(),
             })
             .collect();
         let excluded = snapshot

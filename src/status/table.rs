@@ -145,6 +145,21 @@ fn table(report: &StatusReport, colour: bool) -> String {
                 service.name
             );
         }
+        if let Some(canary) = &service.canary {
+            let weights: Vec<String> = service
+                .servers
+                .iter()
+                .map(|s| format!("{} {}", s.container_name, s.weight))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{}: canary of deploy {}: {}% of the traffic to the new containers (weights: {})",
+                service.name,
+                canary.deploy,
+                canary.new_percent,
+                weights.join(", ")
+            );
+        }
         if let Some(pause) = &service.controls.pause {
             let _ = writeln!(
                 out,
@@ -251,6 +266,11 @@ mod tests {
                     maintenance: None,
                     pause: Some(crate::model::Pause { until: 1_800_000_000 }),
                 },
+                canary: Some(crate::model::Canary {
+                    deploy: "3f2a1c".into(),
+                    old: vec![],
+                    new_percent: 10,
+                }),
             }],
             excluded: vec![ExcludedStatus {
                 container_id: "1234".into(),
@@ -278,6 +298,12 @@ mod tests {
         assert!(text.contains("bad_1: label teal.port"), "{text}");
         assert!(
             text.contains("web: paused until 2027-01-15T08:00:00Z: requests are held; `teal resume web` ends it"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "web: canary of deploy 3f2a1c: 10% of the traffic to the new containers (weights: web_1 100)"
+            ),
             "{text}"
         );
         assert!(!text.contains('\x1b'));

@@ -54,6 +54,7 @@ fn report() -> StatusReport {
                 handed: 0,
             }),
             controls: Default::default(),
+            canary: None,
         }],
         excluded: vec![ExcludedStatus {
             container_id: "1234".into(),
