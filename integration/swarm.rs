@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::compose::{Compose, Version};
 use crate::examples::{body_of, ensure_example_images, report, served, visits};
 use crate::http::Load;
+use crate::rollout_cmd::Deploy;
 use crate::util::{free_port, poll_for, repo_root, run, skip, unique_prefix, wait_for, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -204,6 +205,83 @@ impl Drop for Stack {
     }
 }
 
+/// `examples/swarm` running: the stack, its teal sidecar on a loopback
+/// port, and the two website tasks both served through it.
+struct Served {
+    stack: Stack,
+    sidecar: Compose,
+    port: u16,
+    /// Bodies of the website tasks.
+    tasks: Vec<String>,
+}
+
+impl Served {
+    async fn deploy(name: &str) -> Served {
+        let port = free_port();
+        let stack = Stack::deploy(name, "1").await;
+        let sidecar = Compose::new(
+            Version::V2,
+            &format!("{name}-lb"),
+            "examples/swarm/teal.yml",
+            vec![("TEAL_STACK", name.to_owned()), ("TEAL_HTTP_PORT", port.to_string())],
+        );
+        sidecar.run(&["up", "-d"]).await;
+        let tasks = wait_for(CONVERGE, "two website tasks run", || async {
+            let bodies = stack.running("website").await;
+            (bodies.len() == 2).then_some(bodies)
+        })
+        .await;
+        let both_served = poll_for(CONVERGE, || async {
+            let mut seen = BTreeSet::new();
+            for _ in 0..10 {
+                seen.insert(served(port, "/").await);
+            }
+            (seen == tasks.iter().cloned().collect()).then_some(())
+        })
+        .await;
+        if both_served.is_none() {
+            panic!(
+                "the two tasks {tasks:?} were not both served; teal:\n{}",
+                sidecar.logs("teal").await
+            );
+        }
+        Served {
+            stack,
+            sidecar,
+            port,
+            tasks,
+        }
+    }
+
+    /// `teal rollout ARGS` run in the sidecar, as a user would
+    /// (`docker exec`): whether it succeeded, and what it printed.
+    async fn rollout(&self, args: &[&str]) -> (bool, String) {
+        let container = self.sidecar.container_name("teal", 1);
+        let mut command = vec!["exec", container.as_str(), "teal", "rollout"];
+        command.extend_from_slice(args);
+        let out = tokio::process::Command::new("docker")
+            .args(&command)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("docker exec");
+        let printed = format!(
+            "$ teal rollout {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{printed}");
+        (out.status.success(), printed)
+    }
+
+    async fn image(&self) -> String {
+        let format = "{{.Spec.TaskTemplate.ContainerSpec.Image}}";
+        let service = self.stack.service("website");
+        run("docker", &["service", "inspect", "-f", format, &service], &[]).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn swarm_example_rolling_update_loses_no_request() {
     if !Version::V2.usable() {
@@ -214,35 +292,12 @@ async fn swarm_example_rolling_update_loses_no_request() {
         return;
     };
     let name = format!("{}s", unique_prefix());
-    let port = free_port();
-    let stack = Stack::deploy(&name, "1").await;
-    let sidecar = Compose::new(
-        Version::V2,
-        &format!("{name}-lb"),
-        "examples/swarm/teal.yml",
-        vec![("TEAL_STACK", name.clone()), ("TEAL_HTTP_PORT", port.to_string())],
-    );
-    sidecar.run(&["up", "-d"]).await;
-
-    let v1 = wait_for(CONVERGE, "two website tasks run", || async {
-        let bodies = stack.running("website").await;
-        (bodies.len() == 2).then_some(bodies)
-    })
-    .await;
-    let both_served = poll_for(CONVERGE, || async {
-        let mut seen = BTreeSet::new();
-        for _ in 0..10 {
-            seen.insert(served(port, "/").await);
-        }
-        (seen == v1.iter().cloned().collect()).then_some(())
-    })
-    .await;
-    if both_served.is_none() {
-        panic!(
-            "the two tasks {v1:?} were not both served; teal:\n{}",
-            sidecar.logs("teal").await
-        );
-    }
+    let Served {
+        stack,
+        sidecar,
+        port,
+        tasks: v1,
+    } = Served::deploy(&name).await;
     let first = visits(port).await;
     assert_eq!(visits(port).await, first + 1, "tasks share the stack's Redis");
 
@@ -313,4 +368,76 @@ async fn swarm_example_rolling_update_loses_no_request() {
         !stats.seen.contains_key(&starting),
         "the task that never got healthy ({starting}) was routed"
     );
+}
+
+/// `teal rollout` of a Swarm service: a start-first update Swarm carries
+/// out and teal follows, under load, losing no request; then a new version
+/// whose tasks never get healthy, rolled back by teal past its --timeout
+/// (exit non-zero), still losing none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn teal_rollout_updates_a_swarm_service_and_rolls_a_broken_one_back() {
+    if !Version::V2.usable() {
+        return;
+    }
+    ensure_example_images();
+    // Declared first, dropped last: its image outlives the stack's tasks.
+    let prefix = unique_prefix();
+    let mut images = Deploy::new(&prefix);
+    let broken = images.build("broken", &[r#"CMD ["sleep", "3600"]"#]).await;
+    let Some(_swarm) = Swarm::join().await else {
+        return;
+    };
+    let name = format!("{prefix}r");
+    let deployed = Served::deploy(&name).await;
+    let image = deployed.image().await;
+
+    let load = Load::start(([127, 0, 0, 1], deployed.port).into(), CLIENTS);
+    wait_until(CONVERGE, "load is flowing", || async { load.requests() >= 100 }).await;
+    let (ok, output) = deployed.rollout(&["website"]).await;
+    assert!(ok, "the rollout failed:\n{output}");
+    assert!(
+        output.contains("rollout website: done") && output.contains("(forced update)"),
+        "{output}"
+    );
+    let now = deployed.stack.running("website").await;
+    assert_eq!(now.len(), 2, "two tasks after the rollout: {now:?}");
+    assert!(
+        now.iter().all(|b| !deployed.tasks.contains(b)),
+        "every task was replaced: {now:?}"
+    );
+    for body in &now {
+        wait_for(CONVERGE, "each new task is served", || async { load.first_seen(body) }).await;
+    }
+    let stats = load.stop().await;
+    report("teal rollout of a swarm service", &stats);
+    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
+
+    let load = Load::start(([127, 0, 0, 1], deployed.port).into(), CLIENTS);
+    wait_until(CONVERGE, "load is flowing", || async { load.requests() >= 100 }).await;
+    let (ok, output) = deployed
+        .rollout(&["website", "--image", &broken, "--timeout", "6s"])
+        .await;
+    assert!(!ok, "a rollout whose tasks never get healthy succeeded:\n{output}");
+    assert!(
+        output.contains("no new task came UP in HAProxy") && output.contains("was rolled back"),
+        "{output}"
+    );
+    assert_eq!(deployed.image().await, image, "the service is back on its image");
+    let stats = load.stop().await;
+    report("teal rollout of a swarm service to a broken image, rolled back", &stats);
+    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
+    let after = wait_for(CONVERGE, "two tasks of the previous spec run", || async {
+        let bodies = deployed.stack.running("website").await;
+        (bodies.len() == 2).then_some(bodies)
+    })
+    .await;
+    let expected: BTreeSet<String> = after.into_iter().collect();
+    wait_until(CONVERGE, "both tasks of the previous spec are served", || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..10 {
+            seen.insert(served(deployed.port, "/").await);
+        }
+        seen == expected
+    })
+    .await;
 }

@@ -123,7 +123,8 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct RolloutArgs {
-    /// The service to replace: the value of its PREFIX.service label.
+    /// The service to replace: the value of its PREFIX.service label. A Swarm service (on a manager) is updated by
+    /// Swarm, start-first, and rolled back through Swarm on failure.
     #[arg(value_parser = ServiceName::parse)]
     pub service: ServiceName,
 

@@ -29,6 +29,7 @@
 mod client;
 mod convert;
 pub mod replica;
+pub mod service_update;
 pub mod swarm;
 mod swarm_api;
 

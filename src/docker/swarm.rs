@@ -425,7 +425,7 @@ impl Lister {
 }
 
 /// The daemon address, as `connect` picks it.
-fn resolve_host(host: Option<&str>) -> String {
+pub(super) fn resolve_host(host: Option<&str>) -> String {
     host.map(str::to_owned)
         .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())

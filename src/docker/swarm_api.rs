@@ -1,11 +1,13 @@
-//! The Swarm calls bollard cannot answer in full, and their answers turned
+//! The Swarm calls bollard cannot make in full, and their answers turned
 //! into [`ContainerFacts`].
 //!
 //! bollard's `Task` has no `NetworksAttachments`, the one place a manager
 //! says which address a task has on each overlay (for tasks on every node,
 //! not only this one). So `/services`, `/tasks` and, beside them, `/nodes`
 //! are read here with a plain HTTP/1.0 GET on the daemon's socket, into the
-//! few fields teal uses.
+//! few fields teal uses. A service's spec is also sent back from here as
+//! the daemon wrote it ([`super::service_update`]): bollard reads
+//! `Healthcheck` as `HealthCheck` and would drop it on the way.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -297,11 +299,11 @@ pub fn task_facts(
 pub enum ApiError {
     #[error("swarm discovery reads the Docker API over unix:// or tcp:// only, not {0:?}")]
     Scheme(String),
-    #[error("Docker API GET {path}: {source}")]
+    #[error("Docker API {path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("Docker API GET {path}: HTTP {status}: {message}")]
+    #[error("Docker API {path}: HTTP {status}: {message}")]
     Status { path: String, status: u16, message: String },
-    #[error("Docker API GET {path}: unexpected answer: {message}")]
+    #[error("Docker API {path}: unexpected answer: {message}")]
     Decode { path: String, message: String },
 }
 
@@ -312,17 +314,43 @@ impl ApiError {
     }
 }
 
-const GET_TIMEOUT: Duration = Duration::from_secs(10);
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `GET /v<version><path>` on the daemon at `host` (the same forms teal's
-/// `--docker-host` takes), decoded from JSON. HTTP/1.0, so the answer is
-/// never chunked and ends when the daemon closes the connection.
+/// `--docker-host` takes), decoded from JSON.
 pub async fn get<T: serde::de::DeserializeOwned>(host: &str, version: &str, path: &str) -> Result<T, ApiError> {
+    call(host, version, "GET", path, None).await
+}
+
+/// `POST /v<version><path>` with a JSON `body`, the answer decoded from JSON.
+pub async fn post<T: serde::de::DeserializeOwned>(
+    host: &str,
+    version: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<T, ApiError> {
+    call(host, version, "POST", path, Some(body)).await
+}
+
+/// One call over HTTP/1.0, so the answer is never chunked and ends when
+/// the daemon closes the connection.
+async fn call<T: serde::de::DeserializeOwned>(
+    host: &str,
+    version: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<T, ApiError> {
     let io = |source| ApiError::Io {
         path: path.to_owned(),
         source,
     };
-    let request = format!("GET /v{version}{path} HTTP/1.0\r\nHost: docker\r\nUser-Agent: teal\r\n\r\n");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} /v{version}{path} HTTP/1.0\r\nHost: docker\r\nUser-Agent: teal\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let exchange = async {
         let mut raw = Vec::new();
         if let Some(socket) = host.strip_prefix("unix://") {
@@ -338,7 +366,7 @@ pub async fn get<T: serde::de::DeserializeOwned>(host: &str, version: &str, path
         }
         Ok(Some(raw))
     };
-    let raw = tokio::time::timeout(GET_TIMEOUT, exchange)
+    let raw = tokio::time::timeout(CALL_TIMEOUT, exchange)
         .await
         .map_err(|_| io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time")))?
         .map_err(io)?

@@ -15,10 +15,14 @@
 //!    stopped once HAProxy has no request in flight on them (at most
 //!    `--drain`), so a long request or a streamed response completes whole.
 //!    Remove them, and give plain (non-compose) replacements the old names.
+//!
+//! A Swarm service's tasks are Swarm's to replace: [`swarm`] asks Swarm for
+//! the update and follows it instead.
 
 mod lock;
 mod plan;
 mod progress;
+mod swarm;
 mod wait;
 
 use std::time::{Duration, Instant};
@@ -49,6 +53,21 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
 
     let project = project(&settings, &docker).await?;
     let old = plan::old_containers(&docker, &settings.label_prefix, service, project.as_deref()).await?;
+    if old.is_empty() {
+        if let Some(swarm_service) = swarm::find(
+            &docker,
+            settings.docker_host.as_deref(),
+            &settings.label_prefix,
+            service,
+            project.as_deref(),
+        )
+        .await?
+        {
+            let result = swarm::run(&settings, &docker, swarm_service, started).await;
+            lock.finish()?;
+            return result;
+        }
+    }
     anyhow::ensure!(
         !old.is_empty(),
         "no running container has the label {}.service={service}{}",
