@@ -64,7 +64,8 @@ pub async fn recreate(name: &str, command: &'static [&'static str], duration: Du
         load.first_seen(&new).is_some()
     })
     .await;
-    let row = finish(name, &teal, load, rollout_start, reloads_before, None).await;
+    let reloads_before = Some(reloads_before);
+    let row = finish(name, &teal, load, rollout_start, reloads_before, None, None).await;
     drop(compose);
     let _ = std::fs::remove_dir_all(&dir);
     Some(row)
@@ -74,17 +75,17 @@ pub async fn recreate(name: &str, command: &'static [&'static str], duration: Du
 pub async fn restart(duration: Duration) -> Row {
     let name = "restart";
     let Steady {
-        teal,
+        proxy: teal,
         containers: _containers,
         old,
         load,
         reloads_before,
         rollout_start,
-    } = steady(name, gets(Connections::Close), HEALTHY_INIT, duration).await;
+    } = steady::<Teal>(name, gets(Connections::Close), HEALTHY_INIT, duration).await;
     sh("docker", &["restart", &old]);
     wait_until(SERVED, "the restarted container is UP", async || {
         teal.servers_up().await == 1
     })
     .await;
-    finish(name, &teal, load, rollout_start, reloads_before, None).await
+    finish(name, &teal, load, rollout_start, reloads_before, None, None).await
 }

@@ -31,6 +31,9 @@ pub struct Sample {
     pub at: Duration,
     pub latency: Duration,
     pub ok: bool,
+    /// The container that answered (its hostname, the body's first word);
+    /// empty when none did.
+    pub server: String,
 }
 
 /// What one worker recorded: its samples, and its errors by kind.
@@ -240,6 +243,7 @@ async fn timed_request(
         at: sent - started,
         latency,
         ok: outcome.is_ok(),
+        server: outcome.clone().unwrap_or_default(),
     };
     (sample, outcome)
 }

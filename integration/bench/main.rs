@@ -1,14 +1,17 @@
 //! The zero-downtime benchmark: real traffic through HAProxy while teal
-//! follows a rollout, against the real dockerd. Prints one row per scenario.
+//! follows a rollout, against the real dockerd. Prints one row per scenario;
+//! the rollout scenarios and their controls run on Traefik 3.7 too (see
+//! `traefik.rs`), each Traefik row after teal's.
 //!
 //! ```text
 //! cargo bench --bench rollout                      # every scenario, 60 s of load each
 //! cargo bench --bench rollout -- cc ka --seconds 20
+//! cargo bench --bench rollout -- cc control --teal-only   # without Traefik
 //! ```
-//! Scenarios: cc, ka, sigterm, slow-health, never-healthy, control,
-//! control-sigterm, naive, recreate-v2, recreate-v1, restart,
+//! Scenarios: cc, control, ka, control-ka, sigterm, control-sigterm,
+//! slow-health, never-healthy, naive, recreate-v2, recreate-v1, restart,
 //! stream-rollout, stream-stop, burst, event-to-routable. Not part of the
-//! test run: it takes about 20 minutes.
+//! test run: it takes about 30 minutes.
 
 mod app;
 #[path = "../compose_file.rs"]
@@ -22,11 +25,14 @@ mod routable;
 mod stack;
 mod start;
 mod stream;
+mod traefik;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use load::{load_runtime, percentile, Connections, Load, Sample};
 use stack::{wait_until, ComposeProject, Containers, StaticHaproxy, Teal};
+use traefik::Traefik;
 
 /// Requests per second sent in every rollout scenario.
 const RATE: u32 = 1000;
@@ -43,6 +49,8 @@ async fn run(args: start::BenchArgs) {
     println!("teal rollout benchmark: {RATE} req/s for {seconds} s per scenario, {WORKERS} clients");
     println!("{}", Row::header());
     let plain: &[&str] = &[];
+    // The app ignores SIGTERM as PID 1: `docker stop -t 2` kills it after 2 s.
+    let exits_slowly = plain;
     let exits_at_once: &[&str] = &["--init"];
     let slow_health = New {
         options: &["--health-cmd", "test -f /tmp/ready", "--health-interval", "1s"],
@@ -61,27 +69,37 @@ async fn run(args: start::BenchArgs) {
         command: &[],
         expect: Expect::NeverHealthy,
     };
-    let same = |options| New {
-        options,
-        command: &[],
-        expect: Expect::Healthy,
-    };
-    let rollouts = [
-        ("cc", Connections::Close, plain, same(plain)),
-        ("ka", Connections::KeepAlive, plain, same(plain)),
-        ("sigterm", Connections::Close, exits_at_once, same(exits_at_once)),
-        ("slow-health", Connections::Close, plain, slow_health),
-        ("never-healthy", Connections::Close, plain, never_healthy),
+    // Each rollout beside its control (the same Docker work on a container
+    // the proxy ignores), teal's rows then Traefik's.
+    let paired = [
+        ("cc", Connections::Close, exits_slowly, "control"),
+        ("ka", Connections::KeepAlive, exits_slowly, "control-ka"),
+        ("sigterm", Connections::Close, exits_at_once, "control-sigterm"),
     ];
-    for (name, connections, old, new) in rollouts {
-        if args.wants(name) {
-            let row = rollout(name, connections, old, new, duration).await;
-            println!("{row}");
+    // Read here, not by BenchArgs: only this benchmark has a peer.
+    let peer = !std::env::args().any(|a| a == "--teal-only");
+    for (name, connections, options, control_name) in paired {
+        let mut ratios = Vec::new();
+        ratios.push(pair::<Teal>(&args, name, connections, options, control_name, duration).await);
+        if peer {
+            ratios.push(pair::<Traefik>(&args, name, connections, options, control_name, duration).await);
+        }
+        for line in ratios.into_iter().flatten() {
+            println!("{line}");
         }
     }
-    for (name, options) in [("control", plain), ("control-sigterm", exits_at_once)] {
+    for (name, new) in [("slow-health", slow_health), ("never-healthy", never_healthy)] {
         if args.wants(name) {
-            println!("{}", control(name, options, duration).await);
+            println!(
+                "{}",
+                rollout::<Teal>(name, Connections::Close, plain, &new, duration).await
+            );
+            if peer {
+                println!(
+                    "{}",
+                    rollout::<Traefik>(name, Connections::Close, plain, &new, duration).await
+                );
+            }
         }
     }
     if args.wants("naive") {
@@ -111,6 +129,128 @@ async fn run(args: start::BenchArgs) {
     }
 }
 
+/// What the load goes through: teal (with its HAProxy) or the peer.
+trait Proxy: Sized {
+    /// Its name in the rows.
+    const NAME: &'static str;
+
+    /// One started for the scenario `prefix`, routing the containers
+    /// labelled `{prefix}.service` (and [`Proxy::labels`]).
+    async fn start_for(prefix: &str) -> Self;
+
+    /// What else a routed container carries for this proxy.
+    fn labels(prefix: &str) -> Vec<String>;
+
+    fn http(&self) -> SocketAddr;
+
+    /// Its processes (teal's: teal and its HAProxy's).
+    fn pids(&self) -> Vec<u32>;
+
+    /// Reloads so far, where the proxy has such a thing.
+    async fn reloads(&self) -> Option<u64>;
+
+    /// Whether the service's one container, `id`, is served.
+    async fn serves_only(&self, id: &str) -> bool;
+}
+
+impl Proxy for Teal {
+    const NAME: &'static str = "teal";
+
+    async fn start_for(prefix: &str) -> Self {
+        Teal::start(prefix).await
+    }
+
+    fn labels(_prefix: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn http(&self) -> SocketAddr {
+        self.http
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let haproxy = stack::processes_mentioning(&self.dir().to_string_lossy());
+        let haproxy = haproxy.into_iter().map(|(pid, _)| pid as u32);
+        [Teal::pid(self)].into_iter().chain(haproxy).collect()
+    }
+
+    async fn reloads(&self) -> Option<u64> {
+        Some(Teal::reloads(self).await)
+    }
+
+    async fn serves_only(&self, _id: &str) -> bool {
+        self.servers_up().await == 1
+    }
+}
+
+impl Proxy for Traefik {
+    const NAME: &'static str = "traefik";
+
+    async fn start_for(prefix: &str) -> Self {
+        Traefik::start(prefix).await
+    }
+
+    fn labels(prefix: &str) -> Vec<String> {
+        traefik::labels(prefix)
+    }
+
+    fn http(&self) -> SocketAddr {
+        self.http
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        vec![Traefik::pid(self)]
+    }
+
+    /// Traefik swaps its configuration in memory: nothing to count.
+    async fn reloads(&self) -> Option<u64> {
+        None
+    }
+
+    async fn serves_only(&self, id: &str) -> bool {
+        self.serves(id).await
+    }
+}
+
+/// A rollout scenario and its control on proxy `P`, as asked for; when
+/// both ran, the line comparing their rollout p99s (the target: within
+/// 1.2x).
+async fn pair<P: Proxy>(
+    args: &start::BenchArgs,
+    name: &str,
+    connections: Connections,
+    options: &'static [&'static str],
+    control_name: &str,
+    duration: Duration,
+) -> Option<String> {
+    let new = New {
+        options,
+        command: &[],
+        expect: Expect::Healthy,
+    };
+    let mut rollout_row = None;
+    if args.wants(name) {
+        let row = rollout::<P>(name, connections, options, &new, duration).await;
+        println!("{row}");
+        rollout_row = Some(row);
+    }
+    let mut control_row = None;
+    if args.wants(control_name) {
+        let row = control::<P>(control_name, connections, options, duration).await;
+        println!("{row}");
+        control_row = Some(row);
+    }
+    let (rollout_row, control_row) = (rollout_row?, control_row?);
+    let ratio = rollout_row.rollout_p99 / control_row.rollout_p99;
+    Some(format!(
+        "{} {name}: rollout p99 {:.2} ms / {control_name}'s {:.2} ms = {ratio:.2}x ({} 1.2x)",
+        P::NAME,
+        rollout_row.rollout_p99,
+        control_row.rollout_p99,
+        if ratio <= 1.2 { "within" } else { "NOT within" },
+    ))
+}
+
 /// The replacement container of a rollout scenario.
 struct New {
     options: &'static [&'static str],
@@ -134,14 +274,14 @@ fn unique(name: &str) -> String {
 }
 
 /// A scenario after its steady phase: one container of service `web`
-/// served under load for a quarter of the run.
-struct Steady {
-    teal: Teal,
+/// served by proxy `P` under load for a quarter of the run.
+struct Steady<P> {
+    proxy: P,
     containers: Containers,
     /// The container's id, which is also its answer.
     old: String,
     load: Load,
-    reloads_before: u64,
+    reloads_before: Option<u64>,
     /// When the steady phase ended, from the start of the load.
     rollout_start: Duration,
 }
@@ -165,13 +305,13 @@ fn gets(connections: Connections) -> Traffic {
     }
 }
 
-async fn steady(name: &str, traffic: Traffic, options: &[&str], duration: Duration) -> Steady {
-    let prefix = unique(name);
-    let teal = Teal::start(&prefix).await;
-    let mut containers = Containers::new(&prefix);
+async fn steady<P: Proxy>(name: &str, traffic: Traffic, options: &[&str], duration: Duration) -> Steady<P> {
+    let prefix = unique(&format!("{}{name}", P::NAME));
+    let proxy = P::start_for(&prefix).await;
+    let mut containers = Containers::with_labels(&prefix, P::labels(&prefix));
     let old = containers.run("web", options, &[]);
-    wait_until(Duration::from_secs(20), "the first container is UP", async || {
-        teal.servers_up().await == 1
+    wait_until(Duration::from_secs(20), "the first container is served", async || {
+        proxy.serves_only(&old).await
     })
     .await;
 
@@ -183,7 +323,7 @@ async fn steady(name: &str, traffic: Traffic, options: &[&str], duration: Durati
     } = traffic;
     let load = Load::start_on(
         load_runtime(|| {}),
-        teal.http,
+        proxy.http(),
         path,
         rate,
         workers,
@@ -193,10 +333,10 @@ async fn steady(name: &str, traffic: Traffic, options: &[&str], duration: Durati
     tokio::time::sleep(duration / 4).await;
     // Read after the steady phase: the counter moves just after HAProxy
     // already serves the first container.
-    let reloads_before = teal.reloads().await;
+    let reloads_before = proxy.reloads().await;
     let rollout_start = load.started.elapsed();
     Steady {
-        teal,
+        proxy,
         containers,
         old,
         load,
@@ -206,17 +346,25 @@ async fn steady(name: &str, traffic: Traffic, options: &[&str], duration: Durati
 }
 
 /// Scale to two, wait until the new one is served, `docker stop` the old one.
-async fn rollout(name: &str, connections: Connections, old_options: &[&str], new: New, duration: Duration) -> Row {
+async fn rollout<P: Proxy>(
+    name: &str,
+    connections: Connections,
+    old_options: &[&str],
+    new: &New,
+    duration: Duration,
+) -> Row {
     let Steady {
-        teal,
+        proxy,
         mut containers,
         old,
         load,
         reloads_before,
         rollout_start,
-    } = steady(name, gets(connections), old_options, duration).await;
+    } = steady::<P>(name, gets(connections), old_options, duration).await;
     let new_id = containers.run("web", new.options, new.command);
+    let mut phases = Phases::new(rollout_start, Some(&new_id));
     let started = Instant::now();
+    phases.mark("docker run", &load);
 
     let mut start_to_routed = None;
     match new.expect {
@@ -225,10 +373,13 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
                 load.first_seen(&new_id).is_some()
             })
             .await;
+            phases.mark("to served", &load);
             if seen {
                 start_to_routed = load.first_seen(&new_id).map(|t| t.saturating_duration_since(started));
                 containers.stop(&old, 2);
+                phases.mark("docker stop", &load);
                 containers.remove(&old);
+                phases.mark("docker rm", &load);
             }
         }
         Expect::NeverHealthy => {
@@ -239,62 +390,138 @@ async fn rollout(name: &str, connections: Connections, old_options: &[&str], new
             containers.remove(&new_id);
         }
     }
-    finish(name, &teal, load, rollout_start, reloads_before, start_to_routed).await
+    finish(
+        name,
+        &proxy,
+        load,
+        rollout_start,
+        reloads_before,
+        start_to_routed,
+        Some(&phases),
+    )
+    .await
 }
 
 /// Once the rollout is done: the rest of the load, and the row. The
 /// rollout's window ends 2 s from now.
-async fn finish(
+async fn finish<P: Proxy>(
     name: &str,
-    teal: &Teal,
+    proxy: &P,
     load: Load,
     rollout_start: Duration,
-    reloads_before: u64,
+    reloads_before: Option<u64>,
     start_to_routed: Option<Duration>,
+    phases: Option<&Phases>,
 ) -> Row {
     let rollout_end = load.started.elapsed() + Duration::from_secs(2);
-    let pid = teal.pid();
+    let pids = proxy.pids();
     let (samples, errors) = load.finish().await;
-    let reloads = teal.reloads().await - reloads_before;
-    let (peak_rss, _) = stack::memory_mib(pid);
+    let reloads = proxy
+        .reloads()
+        .await
+        .zip(reloads_before)
+        .map(|(now, before)| now - before);
+    // Each process's own peak, added up: shared pages count once per process.
+    let peaks: Vec<f64> = pids.into_iter().map(|pid| stack::memory_mib(pid).0).collect();
+    let own = (peaks.len() > 1).then(|| peaks[0]);
+    let peak_rss = (peaks.iter().sum(), own);
     if !errors.is_empty() {
-        eprintln!("  {name}: errors {errors:?}");
+        eprintln!("  {} {name}: errors {errors:?}", P::NAME);
     }
-    Row::new(
-        name,
-        &samples,
-        rollout_start,
-        rollout_end,
-        Some(reloads),
-        start_to_routed,
-        Some(peak_rss),
-    )
+    let mut row = Row::new(P::NAME, name, &samples, rollout_start, rollout_end);
+    row.reloads = reloads;
+    row.start_to_routed = start_to_routed;
+    row.peak_rss = Some(peak_rss);
+    row.phases = phases.map(|phases| phases.report(&samples));
+    row
 }
 
 /// What Docker alone does to the tail: the same load and the same Docker
-/// work as `cc` (run a container, `docker stop -t 2` and remove one), or as
-/// `sigterm` (the container exits at once on the stop), but on a container
-/// teal ignores, so no routing changes. Its rollout p99 against its steady
-/// p99 is this machine's floor for that ratio.
-async fn control(name: &str, options: &[&str], duration: Duration) -> Row {
+/// work as the rollout it is named after (run a container, `docker stop -t
+/// 2` and remove one), but on a container the proxy ignores, so no
+/// routing changes. Its rollout p99 is the floor for the rollout's.
+async fn control<P: Proxy>(name: &str, connections: Connections, options: &[&str], duration: Duration) -> Row {
     let Steady {
-        teal,
+        proxy,
         mut containers,
         load,
         reloads_before,
         rollout_start,
         ..
-    } = steady(name, gets(Connections::Close), &[], duration).await;
+    } = steady::<P>(name, gets(connections), &[], duration).await;
+    let mut phases = Phases::new(rollout_start, None);
     let other = containers.run_unrouted(options);
+    phases.mark("docker run", &load);
     containers.stop(&other, 2);
+    phases.mark("docker stop", &load);
     containers.remove(&other);
-    let rollout_end = load.started.elapsed() + Duration::from_secs(2);
-    let (samples, errors) = load.finish().await;
-    let reloads = teal.reloads().await - reloads_before;
-    if !errors.is_empty() {
-        eprintln!("  {name}: errors {errors:?}");
+    phases.mark("docker rm", &load);
+    let mut row = finish(name, &proxy, load, rollout_start, reloads_before, None, Some(&phases)).await;
+    row.peak_rss = None;
+    row
+}
+
+/// The rollout window cut where each Docker step returned, to see which
+/// step the slow requests ran beside; and the first answers of the new
+/// container (a cold one would be slow).
+struct Phases {
+    /// Each phase's name and when it ended, from the start of the load,
+    /// after the window's start.
+    ends: Vec<(&'static str, Duration)>,
+    start: Duration,
+    /// The new container's id (its answer), if the scenario routes one.
+    new: Option<String>,
+}
+
+/// How many of the new container's first answers [`Phases::report`] looks at.
+const FIRST_ANSWERS: usize = 50;
+
+impl Phases {
+    fn new(start: Duration, new: Option<&str>) -> Phases {
+        Phases {
+            ends: Vec::new(),
+            start,
+            new: new.map(str::to_owned),
+        }
     }
-    Row::new(name, &samples, rollout_start, rollout_end, Some(reloads), None, None)
+
+    fn mark(&mut self, name: &'static str, load: &Load) {
+        self.ends.push((name, load.started.elapsed()));
+    }
+
+    /// `phase p99 (requests)` for each phase and the 2 s after the last,
+    /// then the p99 and max of the new container's first answers.
+    fn report(&self, samples: &[Sample]) -> String {
+        let mut from = self.start;
+        let mut parts = Vec::new();
+        let last = self.ends.last().map_or(self.start, |(_, end)| *end);
+        for (name, to) in self
+            .ends
+            .iter()
+            .copied()
+            .chain([("after", last + Duration::from_secs(2))])
+        {
+            let within: Vec<&Sample> = samples.iter().filter(|s| s.at >= from && s.at < to).collect();
+            parts.push(format!(
+                "{name} {:.0} ms: p99 {:.1} ({})",
+                (to - from).as_secs_f64() * 1000.0,
+                percentile(&within, 99.0),
+                within.len()
+            ));
+            from = to;
+        }
+        let new = self.new.as_deref().unwrap_or_default();
+        let first: Vec<&Sample> = samples.iter().filter(|s| s.server == new).take(FIRST_ANSWERS).collect();
+        if !new.is_empty() && !first.is_empty() {
+            parts.push(format!(
+                "new's first {}: p99 {:.1} max {:.1}",
+                first.len(),
+                percentile(&first, 99.0),
+                percentile(&first, 100.0)
+            ));
+        }
+        format!("    {}", parts.join(" | "))
+    }
 }
 
 /// For contrast: `docker-compose up -d --force-recreate` of a container
@@ -331,7 +558,7 @@ async fn naive(duration: Duration) -> Row {
     if !errors.is_empty() {
         eprintln!("  naive: errors {errors:?}");
     }
-    Row::new("naive", &samples, rollout_start, rollout_end, None, None, None)
+    Row::new("haproxy", "naive", &samples, rollout_start, rollout_end)
 }
 
 /// 100 containers started at once: time until all are UP and the reloads
@@ -386,6 +613,8 @@ async fn burst() {
 }
 
 struct Row {
+    /// What the load went through: teal, traefik, or haproxy (the naive stack).
+    proxy: &'static str,
     name: String,
     requests: usize,
     failed: usize,
@@ -396,19 +625,17 @@ struct Row {
     rollout_p99: f64,
     reloads: Option<u64>,
     start_to_routed: Option<Duration>,
-    peak_rss: Option<f64>,
+    /// Peak resident memory: the proxy's processes added up, and (when
+    /// there are more) its first process's own (teal's, without HAProxy's).
+    peak_rss: Option<(f64, Option<f64>)>,
+    /// [`Phases::report`], printed under the row.
+    phases: Option<String>,
 }
 
 impl Row {
-    fn new(
-        name: &str,
-        samples: &[Sample],
-        rollout_start: Duration,
-        rollout_end: Duration,
-        reloads: Option<u64>,
-        start_to_routed: Option<Duration>,
-        peak_rss: Option<f64>,
-    ) -> Row {
+    /// Its latencies: of all `samples`, of those sent before
+    /// `rollout_start` (steady) and of those sent until `rollout_end`.
+    fn new(proxy: &'static str, name: &str, samples: &[Sample], rollout_start: Duration, rollout_end: Duration) -> Row {
         let all: Vec<&Sample> = samples.iter().collect();
         let steady: Vec<&Sample> = samples.iter().filter(|s| s.at < rollout_start).collect();
         let during: Vec<&Sample> = samples
@@ -416,6 +643,7 @@ impl Row {
             .filter(|s| s.at >= rollout_start && s.at <= rollout_end)
             .collect();
         Row {
+            proxy,
             name: name.to_owned(),
             requests: samples.len(),
             failed: samples.iter().filter(|s| !s.ok).count(),
@@ -424,15 +652,17 @@ impl Row {
             max: percentile(&all, 100.0),
             steady_p99: percentile(&steady, 99.0),
             rollout_p99: percentile(&during, 99.0),
-            reloads,
-            start_to_routed,
-            peak_rss,
+            reloads: None,
+            start_to_routed: None,
+            peak_rss: None,
+            phases: None,
         }
     }
 
     fn header() -> String {
         format!(
-            "{:<15} {:>8} {:>7} {:>8} {:>8} {:>8} {:>10} {:>11} {:>6} {:>8} {:>10} {:>9}",
+            "{:<8} {:<15} {:>8} {:>7} {:>8} {:>8} {:>8} {:>10} {:>11} {:>6} {:>8} {:>10} {:>9} {:>9}",
+            "proxy",
             "scenario",
             "requests",
             "failed",
@@ -444,6 +674,7 @@ impl Row {
             "ratio",
             "reloads",
             "start->200",
+            "proxy RSS",
             "teal RSS"
         )
     }
@@ -454,7 +685,8 @@ impl std::fmt::Display for Row {
         let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
         write!(
             f,
-            "{:<15} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>11.1} {:>5.1}x {:>8} {:>10} {:>9}",
+            "{:<8} {:<15} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>11.1} {:>5.1}x {:>8} {:>10} {:>9} {:>9}",
+            self.proxy,
             self.name,
             self.requests,
             self.failed,
@@ -469,7 +701,12 @@ impl std::fmt::Display for Row {
                 self.start_to_routed
                     .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
             ),
-            or_dash(self.peak_rss.map(|m| format!("{m:.1} MiB"))),
-        )
+            or_dash(self.peak_rss.map(|(all, _)| format!("{all:.1} MiB"))),
+            or_dash(self.peak_rss.and_then(|(_, own)| own).map(|m| format!("{m:.1} MiB"))),
+        )?;
+        if let Some(phases) = &self.phases {
+            write!(f, "\n{phases}")?;
+        }
+        Ok(())
     }
 }

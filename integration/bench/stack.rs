@@ -56,13 +56,21 @@ pub async fn wait_until(timeout: Duration, what: &str, mut condition: impl Async
 /// Containers created through it are removed when it drops.
 pub struct Containers {
     pub prefix: String,
+    /// Put on every routed container beside `{prefix}.service` (a peer's labels).
+    labels: Vec<String>,
     ids: Vec<String>,
 }
 
 impl Containers {
     pub fn new(prefix: &str) -> Self {
+        Self::with_labels(prefix, Vec::new())
+    }
+
+    /// Routed containers also get `labels`.
+    pub fn with_labels(prefix: &str, labels: Vec<String>) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            labels,
             ids: Vec::new(),
         }
     }
@@ -92,6 +100,9 @@ impl Containers {
         let mut args = vec![verb];
         if let Some(label) = &label {
             args.extend(["--label", label.as_str()]);
+            for label in &self.labels {
+                args.extend(["--label", label.as_str()]);
+            }
         }
         if verb == "run" {
             args.push("-d");

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use crate::load::{percentile, Connections, Sample};
-use crate::stack::wait_until;
+use crate::stack::{wait_until, Teal};
 use crate::{steady, Steady, Traffic};
 
 /// One second of streaming per request: 20 clients, each one stream at a time.
@@ -52,12 +52,12 @@ pub struct StreamRow {
 
 pub async fn scenario(how: How, duration: Duration) -> StreamRow {
     let Steady {
-        teal,
+        proxy: teal,
         mut containers,
         old,
         load,
         ..
-    } = steady(how.name(), STREAMS, &["--init"], duration).await;
+    } = steady::<Teal>(how.name(), STREAMS, &["--init"], duration).await;
     match how {
         How::Rollout => {
             let (ok, output) = teal.cli(&["rollout", "web", "--drain", "10s"]);
