@@ -37,6 +37,7 @@ mod teal;
 mod util;
 
 mod acme;
+mod canary;
 mod cli;
 mod compose_deploy;
 mod controls;

@@ -99,9 +99,14 @@ impl Deploy {
     /// lines would otherwise share one cached image, and one test's `rmi`
     /// could delete it under the other's tag.
     pub async fn build(&mut self, version: &str, lines: &[&str]) -> String {
+        self.build_from(IMAGE, version, lines).await
+    }
+
+    /// [`Deploy::build`] from the image `base`.
+    pub async fn build_from(&mut self, base: &str, version: &str, lines: &[&str]) -> String {
         let tag = self.image(version);
         let dockerfile = format!(
-            "FROM {IMAGE}\nLABEL teal-test.owner={}\n{}\n",
+            "FROM {base}\nLABEL teal-test.owner={}\n{}\n",
             self.prefix,
             lines.join("\n")
         );

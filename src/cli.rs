@@ -141,6 +141,31 @@ pub struct RolloutArgs {
     #[arg(long, env = "TEAL_ROLLOUT_DRAIN", default_value = "10s", value_parser = parse_duration)]
     pub drain: Duration,
 
+    /// Canary: once the replacements are UP, give them these percentages of the service's traffic in turn, by
+    /// weight (e.g. 10,50,100), each held for --step and judged from HAProxy's counters of new vs old servers;
+    /// a step that fails rolls back at once. After the last step they get all the traffic.
+    #[arg(long, env = "TEAL_ROLLOUT_CANARY", value_delimiter = ',', value_parser = parse_canary_step)]
+    pub canary: Vec<u8>,
+
+    /// How long each canary step is held before it is judged.
+    #[arg(long, env = "TEAL_ROLLOUT_STEP", default_value = "30s", value_parser = parse_duration, requires = "canary")]
+    pub step: Duration,
+
+    /// Roll the canary back when the new servers' errors (5xx, connection and response errors) in a step exceed
+    /// this share of their requests.
+    #[arg(long, env = "TEAL_ROLLOUT_MAX_ERROR_RATE", default_value = "1%", value_parser = parse_rate, requires = "canary")]
+    pub max_error_rate: f64,
+
+    /// Roll the canary back when the new servers' average response time exceeds the old servers' by this factor
+    /// (e.g. 1.5; times under 5 ms count as 5 ms) [default: not judged].
+    #[arg(long, env = "TEAL_ROLLOUT_MAX_LATENCY_RATIO", value_parser = parse_ratio, requires = "canary")]
+    pub max_latency_ratio: Option<f64>,
+
+    /// Requests the new servers must serve in a canary step before it is judged; a step waits for them up to
+    /// 5 x --step, then rolls back (too little traffic to tell).
+    #[arg(long, env = "TEAL_ROLLOUT_MIN_REQUESTS", default_value_t = 100, requires = "canary")]
+    pub min_requests: u64,
+
     #[command(flatten)]
     pub docker: DockerArgs,
 
@@ -266,6 +291,37 @@ pub struct ControlArgs {
 
     #[command(flatten)]
     pub status: StatusBindArgs,
+}
+
+/// A canary step: a percentage of the traffic, `10` or `10%`.
+fn parse_canary_step(value: &str) -> Result<u8, String> {
+    match value.trim().trim_end_matches('%').parse::<u8>() {
+        Ok(percent) if (1..=100).contains(&percent) => Ok(percent),
+        _ => Err("a whole percentage from 1 to 100, e.g. 10,50,100".into()),
+    }
+}
+
+/// A share written as a percentage, `1%` or `0.5%`, as a fraction.
+fn parse_rate(value: &str) -> Result<f64, String> {
+    let bad = || "a percentage from 0% to 100%, e.g. 1% or 0.5%".to_owned();
+    let percent: f64 = value
+        .trim()
+        .strip_suffix('%')
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    if (0.0..=100.0).contains(&percent) {
+        Ok(percent / 100.0)
+    } else {
+        Err(bad())
+    }
+}
+
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(ratio) if ratio.is_finite() && ratio > 0.0 => Ok(ratio),
+        _ => Err("a factor above 0, e.g. 1.5 (new servers at most 50% slower)".into()),
+    }
 }
 
 fn parse_message(value: &str) -> Result<String, String> {
@@ -401,7 +457,7 @@ pub struct DockerHostArgs {
 #[derive(Debug, Args)]
 pub struct StateDirArgs {
     /// Directory of teal's state: HAProxy's sockets, its saved server states, the live blue/green slots, the
-    /// drained containers.
+    /// drained containers, the canary weights, the recent deploys.
     #[arg(long, env = "TEAL_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 }
@@ -543,6 +599,42 @@ mod tests {
             .to_string();
         for env in ["TEAL_HTTP_BIND", "TEAL_DEBOUNCE", "TEAL_DOCKER_HOST", "TEAL_HAPROXY"] {
             assert!(help.contains(env), "{env} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn canary_flags() {
+        let rollout = |args: &[&str]| match parse(args) {
+            Ok(Command::Rollout(rollout)) => Ok(rollout),
+            other => Err(format!("{other:?}")),
+        };
+        let plain = rollout(&["teal", "rollout", "web"]).unwrap();
+        assert!(plain.canary.is_empty());
+        let canary = rollout(&[
+            "teal",
+            "rollout",
+            "web",
+            "--canary",
+            "10,50%,100",
+            "--step",
+            "2s",
+            "--max-error-rate",
+            "0.5%",
+            "--max-latency-ratio",
+            "1.5",
+        ])
+        .unwrap();
+        assert_eq!(canary.canary, [10, 50, 100]);
+        assert_eq!((canary.step, canary.max_error_rate), (Duration::from_secs(2), 0.005));
+        assert_eq!((canary.max_latency_ratio, canary.min_requests), (Some(1.5), 100));
+        for bad in [
+            &["teal", "rollout", "web", "--canary", "0,100"][..],
+            &["teal", "rollout", "web", "--canary", "150"],
+            &["teal", "rollout", "web", "--canary", "10", "--max-error-rate", "1"],
+            &["teal", "rollout", "web", "--canary", "10", "--max-latency-ratio", "0"],
+            &["teal", "rollout", "web", "--step", "2s"],
+        ] {
+            assert!(rollout(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -337,11 +337,46 @@ pub struct RolloutSettings {
     pub project: Option<String>,
     pub state_dir: PathBuf,
     pub status_bind: SocketAddr,
+    /// `--canary`: the steps, held and judged before the old containers go.
+    pub canary: Option<CanarySettings>,
+}
+
+/// `teal rollout --canary` and the flags that go with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanarySettings {
+    /// The new servers' percentage of the traffic at each step, ascending.
+    pub steps: Vec<u8>,
+    /// How long each step is held.
+    pub step: Duration,
+    pub limits: crate::rollout::Limits,
+}
+
+impl CanarySettings {
+    fn new(args: &RolloutArgs) -> Result<Option<Self>, SettingsError> {
+        if args.canary.is_empty() {
+            return Ok(None);
+        }
+        if args.canary.windows(2).any(|pair| pair[0] >= pair[1]) || args.step.is_zero() {
+            return Err(SettingsError::CanarySteps {
+                steps: args.canary.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
+            });
+        }
+        Ok(Some(Self {
+            steps: args.canary.clone(),
+            step: args.step,
+            limits: crate::rollout::Limits {
+                max_error_rate: args.max_error_rate,
+                max_latency_ratio: args.max_latency_ratio,
+                min_requests: args.min_requests,
+            },
+        }))
+    }
 }
 
 impl RolloutSettings {
     pub fn new(args: RolloutArgs) -> Result<Self, SettingsError> {
         Ok(Self {
+            canary: CanarySettings::new(&args)?,
             service: args.service,
             image: args.image,
             timeout: args.timeout,

@@ -5,6 +5,10 @@
 //! sends the same in [`STREAM_PIECES`] pieces over N ms, ending with
 //! [`STREAM_END`], so a response cut short shows.
 //!
+//! A bad version, for canaries, by environment: `TEAL_APP_FAIL_EVERY=N`
+//! answers every Nth request 500, `TEAL_APP_DELAY_MS=N` answers each
+//! request N ms late (`/stream` is neither).
+//!
 //! Why not the test image's busybox httpd: it forks a process per connection
 //! and listens with a backlog of 9, so at 1,000 connections a second it drops
 //! SYNs even in steady state, and HAProxy's 500 ms connect retries then decide
@@ -16,6 +20,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -27,17 +32,48 @@ pub const IMAGE: &str = "teal-bench-app:latest";
 pub const STREAM_PIECES: u32 = 10;
 pub const STREAM_END: &str = "end\n";
 
+/// How this app answers `/`: `TEAL_APP_FAIL_EVERY` and `TEAL_APP_DELAY_MS`.
+struct Answers {
+    ok: String,
+    failed: String,
+    /// 0: never.
+    fail_every: u64,
+    delay: Duration,
+    served: AtomicU64,
+}
+
+impl Answers {
+    fn next(&self) -> &str {
+        let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
+            &self.failed
+        } else {
+            &self.ok
+        }
+    }
+}
+
+fn env_number(key: &str) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// Serves HTTP/1.1 on 0.0.0.0:8080 until killed.
 pub fn serve() {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     let hostname: &'static str = Box::leak(hostname.trim().to_owned().into_boxed_str());
-    let response: &'static str = Box::leak(
+    let head = |status: &str| {
         format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{hostname}\n",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{hostname}\n",
             hostname.len() + 1
         )
-        .into_boxed_str(),
-    );
+    };
+    let response: &'static Answers = Box::leak(Box::new(Answers {
+        ok: head("200 OK"),
+        failed: head("500 Internal Server Error"),
+        fail_every: env_number("TEAL_APP_FAIL_EVERY"),
+        delay: Duration::from_millis(env_number("TEAL_APP_DELAY_MS")),
+        served: AtomicU64::new(0),
+    }));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -58,7 +94,7 @@ pub fn serve() {
 
 /// Answers each request on the connection until the client closes it or
 /// asks to (`Connection: close`).
-async fn connection(stream: TcpStream, hostname: &'static str, response: &'static str) {
+async fn connection(stream: TcpStream, hostname: &'static str, response: &'static Answers) {
     let _ = stream.set_nodelay(true);
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
@@ -98,7 +134,12 @@ async fn connection(stream: TcpStream, hostname: &'static str, response: &'stati
         }
         let sent = match target.as_deref().and_then(stream_ms) {
             Some(ms) => send_stream(stream.get_mut(), hostname, ms).await,
-            None => stream.get_mut().write_all(response.as_bytes()).await,
+            None => {
+                if !response.delay.is_zero() {
+                    tokio::time::sleep(response.delay).await;
+                }
+                stream.get_mut().write_all(response.next().as_bytes()).await
+            }
         };
         if sent.is_err() || close {
             return;

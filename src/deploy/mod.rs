@@ -60,6 +60,54 @@ pub struct DeployReport {
     pub old: Traffic,
     /// What the servers it brought served during the deploy.
     pub new: Traffic,
+    /// `teal rollout --canary`: its steps, each judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryReport>,
+}
+
+/// A canary's steps, as far as they went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CanaryReport {
+    pub steps: Vec<StepReport>,
+    /// Every step passed and the new servers got all the traffic.
+    pub promoted: bool,
+}
+
+/// One canary step: the new servers' share, and what each side served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub percent: u8,
+    pub duration_ms: u64,
+    pub old: Traffic,
+    pub new: Traffic,
+    pub passed: bool,
+    /// Why it failed: the measure and its numbers.
+    pub reason: Option<String>,
+}
+
+impl StepReport {
+    pub fn line(&self) -> String {
+        let verdict = match &self.reason {
+            None if self.passed => "passed".to_owned(),
+            None => "failed".to_owned(),
+            Some(reason) => format!("failed: {reason}"),
+        };
+        let error_rate = if self.new.requests > 0 {
+            format!(" ({:.1}%)", 100.0 * self.new.errors() as f64 / self.new.requests as f64)
+        } else {
+            String::new()
+        };
+        format!(
+            "step {}% for {:.1}s: new {} requests, {} errors{error_rate}, {} ms avg; old {} requests, {} ms avg: {verdict}",
+            self.percent,
+            self.duration_ms as f64 / 1000.0,
+            self.new.requests,
+            self.new.errors(),
+            self.new.response_time_avg_ms,
+            self.old.requests,
+            self.old.response_time_avg_ms,
+        )
+    }
 }
 
 impl DeployReport {
@@ -77,6 +125,15 @@ impl DeployReport {
         for (side, traffic) in [("old", &self.old), ("new", &self.new)] {
             lines.push(format!("  {side}: {traffic}"));
         }
+        if let Some(canary) = &self.canary {
+            let verdict = if canary.promoted { "promoted" } else { "rolled back" };
+            lines.push(format!(
+                "  canary: {verdict} after {} step{}",
+                canary.steps.len(),
+                if canary.steps.len() == 1 { "" } else { "s" }
+            ));
+            lines.extend(canary.steps.iter().map(|step| format!("    {}", step.line())));
+        }
         lines
     }
 }
@@ -89,6 +146,8 @@ pub struct Deploy {
     started: SystemTime,
     clock: Instant,
     pub sampler: Sampler,
+    /// A canary's steps, for the report.
+    pub canary: Option<CanaryReport>,
 }
 
 impl Deploy {
@@ -107,6 +166,7 @@ impl Deploy {
             started: SystemTime::now(),
             clock: Instant::now(),
             sampler: Sampler::start(status_addr, state_dir, service).await,
+            canary: None,
         }
     }
 
@@ -131,6 +191,7 @@ impl Deploy {
             reason,
             old: Traffic::of(&totals, old),
             new: Traffic::of(&totals, new),
+            canary: self.canary,
         };
         for line in report.lines() {
             println!("{line}");

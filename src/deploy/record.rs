@@ -86,6 +86,7 @@ mod tests {
                 reason: None,
                 old: Traffic::default(),
                 new: Traffic::default(),
+                canary: None,
             };
             append(dir.path(), &report).unwrap();
         }

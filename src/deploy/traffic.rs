@@ -235,8 +235,13 @@ impl Sampler {
     /// Samples now: before a server is removed, at a step's end.
     pub async fn sample(&self) {
         if let Ok(report) = status::fetch(self.status_addr, &self.state_dir).await {
-            lock(&self.tallies).observe(&report, &self.service);
+            self.observe(&report);
         }
+    }
+
+    /// Takes `report`, fetched by the caller, as a sample.
+    pub fn observe(&self, report: &StatusReport) {
+        lock(&self.tallies).observe(report, &self.service);
     }
 
     /// Each server's counts since the deploy began, as of the last sample.

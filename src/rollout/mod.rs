@@ -16,14 +16,24 @@
 //!    `--drain`), so a long request or a streamed response completes whole.
 //!    Remove them, and give plain (non-compose) replacements the old names.
 //!
+//! With `--canary` ([`canary`]), the replacements are born with no share of
+//! the traffic; between steps 4 and 5 they get each step's share in turn,
+//! judged from HAProxy's counters ([`analysis`]). A step that fails rolls
+//! back as in step 4: the replacements are drained and removed, the old
+//! containers serve all the traffic again.
+//!
 //! A Swarm service's tasks are Swarm's to replace: [`swarm`] asks Swarm for
 //! the update and follows it instead.
 
+mod analysis;
+mod canary;
 mod lock;
 mod plan;
 mod progress;
 mod swarm;
 mod wait;
+
+pub use analysis::Limits;
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +73,13 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
         )
         .await?
         {
+            if settings.canary.is_some() {
+                lock.finish()?;
+                anyhow::bail!(
+                    "{service} is a Swarm service: Swarm replaces its tasks, and --canary weighs containers \
+                     only; drop --canary for a start-first update by Swarm"
+                );
+            }
             let result = swarm::run(&settings, &docker, swarm_service, started).await;
             lock.finish()?;
             return result;
@@ -88,7 +105,8 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
 
-    let deploy = Deploy::start(settings.status_bind, &settings.state_dir, service, "rollout").await;
+    let kind = if settings.canary.is_some() { "canary" } else { "rollout" };
+    let mut deploy = Deploy::start(settings.status_bind, &settings.state_dir, service, kind).await;
     let plans = plan::plan_all(
         &docker,
         &settings.label_prefix,
@@ -110,6 +128,21 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
         }
     }
 
+    let old_ids: Vec<&str> = old.iter().map(Old::id).collect();
+    if let Some(canary) = &settings.canary {
+        describe_canary(canary);
+        // Before a replacement exists: each is born with weight 0.
+        let sides = sides(&settings, &deploy.id, &old_ids, &[]);
+        if let Err(why) = canary::set_share(&sides, 0).await {
+            canary::clear(&settings.state_dir, &settings.service);
+            lock.finish()?;
+            deploy
+                .finish(&settings.state_dir, Outcome::Failed, Some(why.clone()), &old_ids, &[])
+                .await;
+            anyhow::bail!("rollout of {service} did not start: {why}");
+        }
+    }
+
     let interrupted = CancellationToken::new();
     tokio::spawn(interrupt_on_signal(interrupted.clone()));
     let mut replacements = Vec::new();
@@ -126,26 +159,46 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
         .await
     }
     .await;
-    let old_ids: Vec<&str> = old.iter().map(Old::id).collect();
+    let failed = Failed {
+        docker: &docker,
+        settings: &settings,
+        replacements: &replacements,
+        old_ids: &old_ids,
+    };
     if let Err(why) = up {
         println!("rolling back: removing the replacements; the old containers were not touched and keep serving");
-        roll_back(&docker, &settings, &replacements, &deploy.sampler).await;
-        lock.finish()?;
-        let new_ids: Vec<&str> = replacements.iter().map(|r| r.id.as_str()).collect();
-        deploy
-            .finish(
-                &settings.state_dir,
-                Outcome::RolledBack,
-                Some(why.clone()),
-                &old_ids,
-                &new_ids,
-            )
-            .await;
-        anyhow::bail!("rollout of {service} failed and was rolled back: {why}");
+        return Err(failed.roll_back(lock, deploy, why).await);
+    }
+
+    if let Some(canary) = &settings.canary {
+        let new: Vec<(&str, &str)> = replacements.iter().map(|r| (r.id.as_str(), r.name.as_str())).collect();
+        let sides = sides(&settings, &deploy.id, &old_ids, &new);
+        let steps = canary::run(&sides, canary, &deploy.sampler, &interrupted).await;
+        let steps_failed = match steps {
+            Ok(report) => {
+                deploy.canary = Some(report);
+                None
+            }
+            Err((report, why)) => {
+                deploy.canary = Some(report);
+                Some(why)
+            }
+        };
+        if let Some(why) = steps_failed {
+            println!(
+                "rolling back: the old containers get all the traffic again; draining and removing the replacements"
+            );
+            return Err(failed.roll_back(lock, deploy, why).await);
+        }
+        println!("canary passed every step: the new containers get all the traffic");
     }
 
     lock.record(&journal(Phase::Drain, &old, &replacements))?;
     retire(&docker, &settings, &old, &replacements, &deploy.sampler).await;
+    if settings.canary.is_some() {
+        // After the old ones are out of rotation: their weights held them at their share until then.
+        canary::clear(&settings.state_dir, &settings.service);
+    }
     lock.finish()?;
     println!(
         "rollout {service}: done in {}; {} new container{} {}",
@@ -166,6 +219,73 @@ fn plural(n: usize) -> &'static str {
         ""
     } else {
         "s"
+    }
+}
+
+/// What a failed rollout needs to roll back.
+struct Failed<'a> {
+    docker: &'a Client,
+    settings: &'a RolloutSettings,
+    replacements: &'a [Replacement],
+    old_ids: &'a [&'a str],
+}
+
+impl Failed<'_> {
+    /// Removes the replacements, ends a canary's weights, reports the
+    /// deploy rolled back because of `why`; the error to exit with.
+    async fn roll_back(&self, lock: RolloutLock, deploy: Deploy, why: String) -> anyhow::Error {
+        let settings = self.settings;
+        roll_back(self.docker, settings, self.replacements, &deploy.sampler).await;
+        if settings.canary.is_some() {
+            canary::clear(&settings.state_dir, &settings.service);
+        }
+        if let Err(error) = lock.finish() {
+            return error.into();
+        }
+        let new_ids: Vec<&str> = self.replacements.iter().map(|r| r.id.as_str()).collect();
+        deploy
+            .finish(
+                &settings.state_dir,
+                Outcome::RolledBack,
+                Some(why.clone()),
+                self.old_ids,
+                &new_ids,
+            )
+            .await;
+        anyhow::anyhow!("rollout of {} failed and was rolled back: {why}", settings.service)
+    }
+}
+
+fn describe_canary(canary: &crate::settings::CanarySettings) {
+    let steps: Vec<String> = canary.steps.iter().map(|p| format!("{p}%")).collect();
+    let latency = canary
+        .limits
+        .max_latency_ratio
+        .map(|r| format!(" or --max-latency-ratio {r}"))
+        .unwrap_or_default();
+    println!(
+        "canary: {} of the traffic to the new containers, each step held {}; over --max-error-rate {}{latency} \
+         rolls back; each step judged on at least {} requests (--min-requests)",
+        steps.join(", "),
+        seconds(canary.step),
+        analysis::percent(canary.limits.max_error_rate),
+        canary.limits.min_requests
+    );
+}
+
+fn sides<'a>(
+    settings: &'a RolloutSettings,
+    deploy: &'a str,
+    old: &'a [&'a str],
+    new: &'a [(&'a str, &'a str)],
+) -> canary::Sides<'a> {
+    canary::Sides {
+        service: &settings.service,
+        status_bind: settings.status_bind,
+        state_dir: &settings.state_dir,
+        deploy,
+        old,
+        new,
     }
 }
 
@@ -378,15 +498,17 @@ async fn recover(docker: &Client, settings: &RolloutSettings, journal: &Journal)
             false,
         ),
     };
-    if ids.is_empty() {
-        return; // it ended before creating anything
+    // Empty when it ended before creating anything.
+    if !ids.is_empty() {
+        println!(
+            "an earlier rollout of {} (pid {}) ended {what}",
+            settings.service, journal.pid
+        );
+        let containers: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), short(id))).collect();
+        drain_and_remove(docker, settings, &containers, volumes, None).await;
     }
-    println!(
-        "an earlier rollout of {} (pid {}) ended {what}",
-        settings.service, journal.pid
-    );
-    let containers: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), short(id))).collect();
-    drain_and_remove(docker, settings, &containers, volumes, None).await;
+    // It may have been a canary: its weights end with it.
+    canary::clear(&settings.state_dir, &settings.service);
 }
 
 /// First SIGINT/SIGTERM: roll back (while replacements are being started

@@ -36,6 +36,8 @@ pub enum SettingsError {
         socket: String,
         len: usize,
     },
+    #[error("--canary {steps}: the steps go up, each above the last (e.g. --canary 10,50,100), and --step is above 0")]
+    CanarySteps { steps: String },
     #[error("--preview-https-bind needs certificates: add --certs DIR or --acme-email EMAIL, or drop it")]
     PreviewHttpsWithoutTls,
     #[error(transparent)]

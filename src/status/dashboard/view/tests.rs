@@ -204,6 +204,7 @@ fn deploy_reports_are_listed_newest_first() {
             requests: 900,
             ..Default::default()
         },
+        canary: None,
     };
     report.deploys = vec![
         deploy("bbbbbb", crate::deploy::Outcome::RolledBack),
