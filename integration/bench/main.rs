@@ -27,6 +27,7 @@ mod start;
 mod stream;
 mod traefik;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -362,7 +363,7 @@ async fn rollout<P: Proxy>(
         rollout_start,
     } = steady::<P>(name, gets(connections), old_options, duration).await;
     let new_id = containers.run("web", new.options, new.command);
-    let mut phases = Phases::new(rollout_start, Some(&new_id));
+    let mut phases = Phases::new(rollout_start, Some(&new_id), proxy.pids());
     let started = Instant::now();
     phases.mark("docker run", &load);
 
@@ -380,6 +381,7 @@ async fn rollout<P: Proxy>(
                 phases.mark("docker stop", &load);
                 containers.remove(&old);
                 phases.mark("docker rm", &load);
+                phases.cpu_until_now(proxy.pids());
             }
         }
         Expect::NeverHealthy => {
@@ -449,13 +451,14 @@ async fn control<P: Proxy>(name: &str, connections: Connections, options: &[&str
         rollout_start,
         ..
     } = steady::<P>(name, gets(connections), &[], duration).await;
-    let mut phases = Phases::new(rollout_start, None);
+    let mut phases = Phases::new(rollout_start, None, proxy.pids());
     let other = containers.run_unrouted(options);
     phases.mark("docker run", &load);
     containers.stop(&other, 2);
     phases.mark("docker stop", &load);
     containers.remove(&other);
     phases.mark("docker rm", &load);
+    phases.cpu_until_now(proxy.pids());
     let mut row = finish(name, &proxy, load, rollout_start, reloads_before, None, Some(&phases)).await;
     row.peak_rss = None;
     row
@@ -471,18 +474,52 @@ struct Phases {
     start: Duration,
     /// The new container's id (its answer), if the scenario routes one.
     new: Option<String>,
+    /// CPU time each process had used when the window started: the proxy's, Docker's.
+    cpu_before: (HashMap<u32, Duration>, HashMap<u32, Duration>),
+    /// CPU time the proxy's and Docker's processes used from the window's
+    /// start to [`Phases::cpu_until_now`].
+    cpu: Option<(Duration, Duration)>,
+}
+
+/// Docker's processes on this machine, by command name (as /proc shortens it).
+const DOCKER_PROCESSES: &[&str] = &["dockerd", "containerd", "runc", "docker-init"];
+
+/// CPU time used so far by each of `pids`.
+fn cpu_times(pids: Vec<u32>) -> HashMap<u32, Duration> {
+    pids.into_iter().map(|pid| (pid, stack::cpu_time(pid))).collect()
+}
+
+/// CPU time used by `pids` since `before` (all of it for those started since).
+/// Processes that ended in between are not counted.
+fn cpu_since(before: &HashMap<u32, Duration>, pids: Vec<u32>) -> Duration {
+    cpu_times(pids)
+        .into_iter()
+        .map(|(pid, now)| now.saturating_sub(before.get(&pid).copied().unwrap_or_default()))
+        .sum()
 }
 
 /// How many of the new container's first answers [`Phases::report`] looks at.
 const FIRST_ANSWERS: usize = 50;
 
 impl Phases {
-    fn new(start: Duration, new: Option<&str>) -> Phases {
+    /// From `start`, with the proxy's processes `proxy`.
+    fn new(start: Duration, new: Option<&str>, proxy: Vec<u32>) -> Phases {
         Phases {
             ends: Vec::new(),
             start,
             new: new.map(str::to_owned),
+            cpu_before: (cpu_times(proxy), cpu_times(stack::processes_named(DOCKER_PROCESSES))),
+            cpu: None,
         }
+    }
+
+    /// Reads the CPU the proxy's processes (now `proxy`) and Docker's used so far in the window.
+    fn cpu_until_now(&mut self, proxy: Vec<u32>) {
+        let docker = stack::processes_named(DOCKER_PROCESSES);
+        self.cpu = Some((
+            cpu_since(&self.cpu_before.0, proxy),
+            cpu_since(&self.cpu_before.1, docker),
+        ));
     }
 
     fn mark(&mut self, name: &'static str, load: &Load) {
@@ -518,6 +555,13 @@ impl Phases {
                 first.len(),
                 percentile(&first, 99.0),
                 percentile(&first, 100.0)
+            ));
+        }
+        if let Some((proxy, docker)) = self.cpu {
+            parts.push(format!(
+                "CPU until rm: proxy {} ms, Docker {} ms",
+                proxy.as_millis(),
+                docker.as_millis()
             ));
         }
         format!("    {}", parts.join(" | "))

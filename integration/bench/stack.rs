@@ -326,6 +326,21 @@ pub fn processes_mentioning(needle: &str) -> Vec<(i32, i32)> {
         .collect()
 }
 
+/// Live processes whose command name (`/proc/PID/comm`) starts with one of `names`.
+pub fn processes_named(names: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            names.iter().any(|name| comm.starts_with(name)).then_some(pid)
+        })
+        .collect()
+}
+
 async fn metric(status: SocketAddr, name: &str) -> u64 {
     let body = http_get(status, "/metrics").await;
     body.lines()
