@@ -55,23 +55,22 @@ fn canary_args<'a>(v2: &'a str, steps: &'a str, step: &'a str, extra: &[&'a str]
     args
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_good_version_is_promoted_step_by_step_without_a_lost_request() {
-    let (deploy, teal, old, v2, load) = setup(&["VERSION=2"]).await;
-
-    let args = canary_args(&v2, "10,50,100", "1500ms", &["--max-error-rate", "1%"]);
-    let started = Instant::now();
-    let rollout = teal_cli(&teal, &args)
+fn spawn(teal: &Teal, args: &[&str]) -> tokio::process::Child {
+    teal_cli(teal, args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("spawn teal rollout");
-    // The first step, as /status shows it: the share and each server's weight.
-    let (old_weight, new_weight) = wait_for(CONVERGE, "the canary's first step in /status", || async {
+        .expect("spawn teal rollout")
+}
+
+/// The first step (10 %), as /status shows it: the old and the new
+/// server's weight.
+async fn first_step(teal: &Teal, old: &str) -> (u16, u16) {
+    wait_for(CONVERGE, "the canary's first step in /status", || async {
         let report = teal.report().await.ok()?;
         let web = report.services.iter().find(|s| s.name == "web")?;
         let canary = web.canary.as_ref().filter(|c| c.new_percent == 10)?;
-        assert_eq!(canary.old, std::slice::from_ref(&old));
+        assert_eq!(canary.old, [old]);
         let weight = |old_side: bool| {
             web.servers
                 .iter()
@@ -80,19 +79,35 @@ async fn a_good_version_is_promoted_step_by_step_without_a_lost_request() {
         };
         Some((weight(true)?, weight(false)?))
     })
-    .await;
+    .await
+}
+
+/// Waits for the spawned rollout; whether it succeeded and what it printed.
+async fn finish(rollout: tokio::process::Child, args: &[&str]) -> (bool, String) {
     let out = tokio::time::timeout(Duration::from_secs(90), rollout.wait_with_output())
         .await
         .expect("the rollout ends")
         .expect("wait");
-    let took = started.elapsed();
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("$ teal {}\n{output}", args.join(" "));
-    assert!(out.status.success(), "the canary failed:\n{output}");
+    (out.status.success(), output)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_good_version_is_promoted_step_by_step_without_a_lost_request() {
+    let (deploy, teal, old, v2, load) = setup(&["VERSION=2"]).await;
+
+    let args = canary_args(&v2, "10,50,100", "1500ms", &["--max-error-rate", "1%"]);
+    let started = Instant::now();
+    let rollout = spawn(&teal, &args);
+    let (old_weight, new_weight) = first_step(&teal, &old).await;
+    let (ok, output) = finish(rollout, &args).await;
+    let took = started.elapsed();
+    assert!(ok, "the canary failed:\n{output}");
     more_requests(&load, 200).await;
     let stats = load.stop().await;
     eprintln!(
@@ -318,4 +333,21 @@ async fn a_step_without_enough_traffic_waits_then_says_so_and_rolls_back() {
         "{output}"
     );
     assert!(output.contains("too little traffic to judge"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_canary_rolls_back_without_a_lost_request() {
+    let (deploy, teal, old, v2, load) = setup(&["VERSION=2"]).await;
+    let args = canary_args(&v2, "10,100", "60s", &[]);
+    let rollout = spawn(&teal, &args);
+    first_step(&teal, &old).await;
+    more_requests(&load, 200).await;
+    crate::util::signal(rollout.id().expect("pid") as i32, nix::sys::signal::Signal::SIGINT);
+    let (ok, output) = finish(rollout, &args).await;
+    more_requests(&load, 100).await;
+    let stats = load.stop().await;
+    eprintln!("{}", summary("interrupted canary", &stats));
+    assert_rolled_back(&teal, &deploy, &old, ok, &output).await;
+    assert!(output.contains("canary step 10%: interrupted"), "{output}");
+    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
 }

@@ -157,20 +157,24 @@ async fn hold(
     let mut said_too_few = false;
     let (mut old, mut new) = (Traffic::default(), Traffic::default());
     let failure = loop {
-        tokio::select! {
-            () = interrupted.cancelled() => break Some("interrupted".to_owned()),
-            () = tokio::time::sleep(POLL) => {}
+        let stop = tokio::select! {
+            () = interrupted.cancelled() => true,
+            () = tokio::time::sleep(POLL) => false,
+        };
+        let status = status::fetch(sides.status_bind, sides.state_dir).await;
+        if let Ok(status) = &status {
+            sampler.observe(status);
+            let (old_now, new_now) = at_start(sampler);
+            (old, new) = (old_now.since(&old_base), new_now.since(&new_base));
+        }
+        if stop {
+            break Some("interrupted".to_owned());
         }
         // A daemon restarting for a moment does not end the step.
-        let Ok(status) = status::fetch(sides.status_bind, sides.state_dir).await else {
-            continue;
-        };
-        sampler.observe(&status);
+        let Ok(status) = status else { continue };
         if let Some(down) = not_up(&status, sides) {
             break Some(down);
         }
-        let (old_now, new_now) = at_start(sampler);
-        (old, new) = (old_now.since(&old_base), new_now.since(&new_base));
         let held = started.elapsed();
         match judge(&old, &new, &settings.limits) {
             Judgement::Fail(failure) => break Some(failure.to_string()),
