@@ -58,6 +58,11 @@ impl Choice for Drained {
         snapshot
     }
 
+    fn changes(&self, snapshot: &Snapshot) -> bool {
+        let mut servers = snapshot.services.iter().flat_map(|s| &s.servers);
+        servers.any(|s| self.contains(&s.container_id.0))
+    }
+
     fn log_edit(&self, before: &Self) {
         for (id, name) in &self.0 {
             if !before.0.contains_key(id) {
@@ -124,6 +129,11 @@ mod tests {
         inventory.apply(ContainerUpdate::Upsert(facts(&id('c'), "web", "10.0.0.4")));
         let snapshot = inventory.snapshot(&scope());
         let drained = Drained::parse(&format!(r#"{{"{}": "app-a", "{}": "app-b"}}"#, id('a'), id('b'))).unwrap();
+        assert!(drained.changes(&snapshot));
+        assert!(
+            !Drained::default().changes(&snapshot),
+            "nothing drained: passed on as it is"
+        );
         let routed = drained.route(snapshot);
         let states: Vec<(ServerState, bool, Option<&str>)> = routed.services[0]
             .servers

@@ -94,6 +94,14 @@ impl Choice for LiveSlots {
         snapshot
     }
 
+    /// Only servers with a slot label are split off.
+    fn changes(&self, snapshot: &Snapshot) -> bool {
+        snapshot
+            .services
+            .iter()
+            .any(|service| service.servers.iter().any(|s| s.slot.is_some()))
+    }
+
     fn log_edit(&self, before: &Self) {
         for (service, slot) in &self.0 {
             if before.0.get(service) != Some(slot) {
@@ -164,11 +172,13 @@ mod tests {
     fn services_without_slots_are_left_alone() {
         let before = snapshot(&[("a", None), ("b", None)]);
         assert_eq!(LiveSlots::default().route(before.clone()), before);
+        assert!(!LiveSlots::default().changes(&before), "passed on as it is");
     }
 
     #[test]
     fn blue_is_live_until_switched() {
         let snap = snapshot(&[("a", Some("blue")), ("b", Some("green")), ("c", None)]);
+        assert!(LiveSlots::default().changes(&snap));
         let routed = LiveSlots::default().route(snap.clone());
         assert_eq!(servers(&routed, "web"), ["app-a", "app-c"]);
         assert_eq!(servers(&routed, "web_preview"), ["app-b"]);

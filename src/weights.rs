@@ -67,6 +67,11 @@ impl Choice for CanaryWeights {
         snapshot
     }
 
+    /// Only services with a canary are weighted.
+    fn changes(&self, snapshot: &Snapshot) -> bool {
+        snapshot.services.iter().any(|s| self.0.contains_key(&s.name))
+    }
+
     fn log_edit(&self, before: &Self) {
         let names: std::collections::BTreeSet<&ServiceName> = before.0.keys().chain(self.0.keys()).collect();
         for service in names {

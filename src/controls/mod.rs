@@ -55,6 +55,12 @@ impl Choice for ServiceControls {
         self.route_at(snapshot, unix_now())
     }
 
+    fn changes(&self, snapshot: &Snapshot) -> bool {
+        let current = self.current(unix_now());
+        let mut http = snapshot.services.iter().filter(|s| s.mode == Mode::Http);
+        http.any(|service| service.controls != current.of(&service.name))
+    }
+
     fn log_edit(&self, before: &Self) {
         let names: std::collections::BTreeSet<&ServiceName> = before.0.keys().chain(self.0.keys()).collect();
         for service in names {

@@ -57,6 +57,11 @@ fn only_http_services_get_them_and_an_ended_pause_is_gone() {
         (web(), set.clone()),
         (ServiceName::parse("db").unwrap(), set),
     ]));
+    assert!(controls.changes(&snapshot));
+    assert!(
+        !ServiceControls::default().changes(&snapshot),
+        "nothing set: passed on as it is"
+    );
     let before_end = controls.route_at(snapshot.clone(), 999);
     let served = |s: &Snapshot, name: &str| {
         s.services

@@ -8,9 +8,11 @@
 pub mod labels;
 mod snapshot;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -133,6 +135,23 @@ struct Tracked {
     /// Not running any more, still there: keeps its service, not a server.
     stopped: bool,
     source: Source,
+    /// `labels::parse` of `facts.labels`, with the prefix it was parsed
+    /// for: a container's labels never change, so each is parsed once
+    /// rather than at every snapshot (at 10,000 containers, three quarters
+    /// of building one).
+    parsed: OnceLock<(String, snapshot::Parsed)>,
+}
+
+impl Tracked {
+    fn new(facts: ContainerFacts, draining: bool, stopped: bool, source: Source) -> Self {
+        Self {
+            facts,
+            draining,
+            stopped,
+            source,
+            parsed: OnceLock::new(),
+        }
+    }
 }
 
 /// Every container that carries the service label, by id: running ones,
@@ -148,6 +167,14 @@ pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 /// Set by `docker stack deploy` on the services of a stack.
 pub const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
+/// Whether teal reads the container label `key` (with `--label-prefix`
+/// `prefix`): its own labels and those naming the compose project, compose
+/// service and stack. The others are dropped at the inspect.
+pub fn reads_label(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))
+        || [COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL, STACK_NAMESPACE_LABEL].contains(&key)
+}
+
 impl Inventory {
     /// Applies one update; returns whether anything changed.
     pub fn apply(&mut self, update: ContainerUpdate) -> bool {
@@ -161,12 +188,7 @@ impl Inventory {
                     .containers
                     .get(&facts.id)
                     .is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
-                let next = Tracked {
-                    facts,
-                    draining,
-                    stopped: false,
-                    source: Source::Containers,
-                };
+                let next = Tracked::new(facts, draining, false, Source::Containers);
                 let changed = self
                     .containers
                     .get(&next.facts.id)
@@ -199,6 +221,9 @@ impl Inventory {
     fn not_running(&mut self, facts: ContainerFacts) -> bool {
         if let Some(t) = self.containers.get_mut(&facts.id) {
             let changed = !t.stopped || t.facts != facts;
+            if t.facts.labels != facts.labels {
+                t.parsed = OnceLock::new();
+            }
             t.facts = facts;
             t.stopped = true;
             t.draining = false;
@@ -211,12 +236,7 @@ impl Inventory {
         if !self.has_compose_sibling(&facts) {
             return false;
         }
-        let tracked = Tracked {
-            facts,
-            draining: false,
-            stopped: true,
-            source: Source::Containers,
-        };
+        let tracked = Tracked::new(facts, false, true, Source::Containers);
         self.containers.insert(tracked.facts.id.clone(), tracked);
         true
     }
@@ -251,15 +271,8 @@ impl Inventory {
             let draining = before
                 .get(&facts.id)
                 .is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
-            self.containers.insert(
-                facts.id.clone(),
-                Tracked {
-                    facts,
-                    draining,
-                    stopped: false,
-                    source,
-                },
-            );
+            self.containers
+                .insert(facts.id.clone(), Tracked::new(facts, draining, false, source));
         }
         for (id, tracked) in kept {
             self.containers.insert(id.clone(), tracked.clone());
@@ -282,7 +295,19 @@ impl Inventory {
                 .any(|label| t.facts.labels.get(*label) == Some(project)),
             None => true,
         });
-        snapshot::build(in_scope.map(|t| (&t.facts, t.draining, t.stopped)), scope)
+        let prefix = &scope.label_prefix;
+        let containers = in_scope.map(|t| {
+            let (parsed_for, parsed) = t
+                .parsed
+                .get_or_init(|| (prefix.clone(), labels::parse(prefix, &t.facts.labels)));
+            // Kept for another prefix (only tests change it): parsed again.
+            let parsed = match parsed_for == prefix {
+                true => Cow::Borrowed(parsed),
+                false => Cow::Owned(labels::parse(prefix, &t.facts.labels)),
+            };
+            (&t.facts, parsed, t.draining, t.stopped)
+        });
+        snapshot::build(containers, scope)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Containers -> services and servers: the plain value everything downstream reads.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -159,8 +160,15 @@ pub struct Snapshot {
     pub excluded: Vec<Excluded>,
 }
 
-/// `containers`: each with whether it is draining and whether it stopped.
-pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bool, bool)>, scope: &Scope) -> Snapshot {
+/// What labels::parse made of a container's labels.
+pub(super) type Parsed = Result<Option<ServiceLabels>, labels::LabelError>;
+
+/// `containers`: each with its parsed labels, whether it is draining and
+/// whether it stopped.
+pub(super) fn build<'a>(
+    containers: impl Iterator<Item = (&'a ContainerFacts, Cow<'a, Parsed>, bool, bool)>,
+    scope: &Scope,
+) -> Snapshot {
     // A member without a server is a container whose labels are fine but
     // that HAProxy cannot reach: it keeps its service (and routes) alive, so
     // requests get a 503 rather than another service's answer or a 404.
@@ -168,14 +176,15 @@ pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bo
     let mut excluded = Vec::new();
     // A stopped container is a member without a server too, for as long as
     // it exists: its service is between containers, and requests are held.
-    for (facts, draining, stopped) in containers {
-        let parsed = match labels::parse(&scope.label_prefix, &facts.labels) {
-            Ok(Some(parsed)) => parsed,
-            Ok(None) => continue,
-            Err(error) => {
-                excluded.push(exclude(facts, error.to_string()));
-                continue;
-            }
+    for (facts, parsed, draining, stopped) in containers {
+        if let Err(error) = parsed.as_ref() {
+            excluded.push(exclude(facts, error.to_string()));
+            continue;
+        }
+        let parsed = match parsed {
+            Cow::Borrowed(Ok(Some(parsed))) => Cow::Borrowed(parsed),
+            Cow::Owned(Ok(Some(parsed))) => Cow::Owned(parsed),
+            _ => continue,
         };
         let server = match server(facts, &parsed, draining, scope) {
             _ if stopped => None,
@@ -227,7 +236,7 @@ pub(super) fn build<'a>(containers: impl Iterator<Item = (&'a ContainerFacts, bo
 
 struct Member<'a> {
     facts: &'a ContainerFacts,
-    labels: ServiceLabels,
+    labels: Cow<'a, ServiceLabels>,
     server: Option<Server>,
 }
 

@@ -452,3 +452,15 @@ fn taking_servers_out_is_told_apart() {
     assert!(!drained.only_takes_servers_out(&two), "back to ready is not urgent");
     assert!(!two.only_takes_servers_out(&two), "no change");
 }
+
+#[test]
+fn only_the_labels_teal_reads_are_kept() {
+    assert!(reads_label("teal", "teal.service"));
+    assert!(reads_label("teal", "teal.health.interval"));
+    assert!(reads_label("teal", COMPOSE_PROJECT_LABEL));
+    assert!(reads_label("teal", COMPOSE_SERVICE_LABEL));
+    assert!(reads_label("teal", STACK_NAMESPACE_LABEL));
+    assert!(!reads_label("teal", "tealx.service"));
+    assert!(!reads_label("teal", "com.docker.compose.config-hash"));
+    assert!(!reads_label("other", "teal.service"));
+}

@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::model::Snapshot;
-use crate::render::{Context, ContextSettings, RenderError, Renderer};
+use crate::render::{ContextSettings, RenderError, Renderer};
 
 /// Identifies a template and context settings (certificate digests
 /// included): equal ids render any snapshot to the same text.
@@ -33,7 +33,7 @@ impl Rendering {
     }
 
     pub fn render(&self, snapshot: &Snapshot) -> Result<String, RenderError> {
-        self.renderer.render(&Context::new(&self.context, snapshot))
+        self.renderer.render_snapshot(&self.context, snapshot)
     }
 
     pub fn set_template(&mut self, renderer: Renderer) {

@@ -233,7 +233,7 @@ pub struct ContextServer<'a> {
 }
 
 impl<'a> ContextService<'a> {
-    fn new(service: &'a Service, settings: &ContextSettings) -> Self {
+    pub(super) fn new(service: &'a Service, settings: &ContextSettings) -> Self {
         Self {
             name: &service.name,
             mode: service.mode,
@@ -309,11 +309,18 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub fn new(settings: &'a ContextSettings, snapshot: &'a Snapshot) -> Self {
-        let services = snapshot
-            .services
-            .iter()
-            .map(|service| ContextService::new(service, settings))
-            .collect();
+        Self {
+            services: snapshot
+                .services
+                .iter()
+                .map(|service| ContextService::new(service, settings))
+                .collect(),
+            ..Self::frame(settings, snapshot)
+        }
+    }
+
+    /// Everything but `services`, which is left empty.
+    pub(super) fn frame(settings: &'a ContextSettings, snapshot: &'a Snapshot) -> Self {
         let live = snapshot.services.iter().filter(|s| !is_preview(s));
         let preview = snapshot.services.iter().filter(|s| is_preview(s));
         // Redirect only to an HTTPS listener that has a certificate for the name.
@@ -328,7 +335,7 @@ impl<'a> Context<'a> {
         let default_https_redirect = https.certificates && default_service.is_some_and(|s| s.https_redirect);
         Self {
             settings,
-            services,
+            services: Vec::new(),
             http_routes,
             default_service: default_service.map(|s| &s.name),
             default_https_redirect,

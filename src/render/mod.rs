@@ -3,11 +3,15 @@
 
 mod context;
 mod server_options;
+mod services;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use handlebars::Handlebars;
 use sha2::{Digest, Sha256};
+
+use crate::model::Snapshot;
 
 pub use context::{Context, ContextSettings, HoldSettings, MAX_HELD_PER_SERVICE};
 pub use server_options::{config_weight, ServerDefaults};
@@ -34,9 +38,16 @@ pub enum RenderError {
 pub struct Renderer {
     registry: Handlebars<'static>,
     source_digest: [u8; 32],
+    /// The template cut around its services, when it can be rendered in
+    /// parts (registered as [`FRAME`]); `None`: rendered whole.
+    split: Option<Arc<services::Split>>,
+    /// Each service's text from the last render in parts; shared by
+    /// clones, which render the same template.
+    cache: Arc<Mutex<services::Cache>>,
 }
 
 const NAME: &str = "haproxy.cfg";
+const FRAME: &str = "haproxy.cfg (frame)";
 
 impl Renderer {
     pub fn new(template: &str) -> Result<Self, RenderError> {
@@ -49,9 +60,15 @@ impl Renderer {
         registry
             .register_template_string(NAME, template)
             .map_err(|e| RenderError::Parse(e.to_string()))?;
+        let split = registry.get_template(NAME).and_then(services::Split::of);
+        if let Some(split) = &split {
+            registry.register_template(FRAME, split.frame.clone());
+        }
         Ok(Self {
             registry,
             source_digest: Sha256::digest(template).into(),
+            split: split.map(Arc::new),
+            cache: Arc::default(),
         })
     }
 
@@ -79,11 +96,27 @@ impl Renderer {
             .render(NAME, context)
             .map_err(|e| RenderError::Render(e.to_string()))
     }
+
+    /// The same text as [`Renderer::render`] of `snapshot`'s context; only
+    /// the services that changed since the last call are rendered again
+    /// (see [`services`]).
+    pub fn render_snapshot(&self, settings: &ContextSettings, snapshot: &Snapshot) -> Result<String, RenderError> {
+        let in_parts = self
+            .split
+            .as_ref()
+            .and_then(|split| split.render(&self.registry, FRAME, &self.cache, settings, snapshot));
+        match in_parts {
+            Some(text) => Ok(text),
+            None => self.render(&Context::new(settings, snapshot)),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_injection;
+#[cfg(test)]
+mod tests_services;
 #[cfg(test)]
 mod tests_tls;
