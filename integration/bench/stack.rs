@@ -304,18 +304,19 @@ impl Drop for Teal {
     }
 }
 
+/// Every process: its pid and its /proc directory.
+fn processes() -> impl Iterator<Item = (i32, PathBuf)> {
+    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    entries.filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path())))
+}
+
 /// Live processes (pid, parent pid) whose command line contains `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<(i32, i32)> {
     let own = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+    processes()
+        .filter_map(|(pid, dir)| {
+            let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
             // After the command name (which may hold spaces): state, then ppid.
             let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
             let state = rest.next()?;
@@ -328,15 +329,10 @@ pub fn processes_mentioning(needle: &str) -> Vec<(i32, i32)> {
 
 /// Live processes whose command name (`/proc/PID/comm`) starts with one of `names`.
 pub fn processes_named(names: &[&str]) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            names.iter().any(|name| comm.starts_with(name)).then_some(pid)
+    processes()
+        .filter_map(|(pid, dir)| {
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            names.iter().any(|name| comm.starts_with(name)).then_some(pid as u32)
         })
         .collect()
 }
