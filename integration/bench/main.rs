@@ -11,7 +11,7 @@
 //! Scenarios: cc, control, ka, control-ka, sigterm, control-sigterm,
 //! slow-health, never-healthy, naive, recreate-v2, recreate-v1, restart,
 //! stream-rollout, stream-stop, burst, event-to-routable. Not part of the
-//! test run: it takes about 30 minutes.
+//! test run: it takes about 35 minutes.
 
 mod app;
 #[path = "../compose_file.rs"]
