@@ -10,10 +10,11 @@
 //! ```
 //! Scenarios: cc, control, ka, control-ka, sigterm, control-sigterm,
 //! slow-health, never-healthy, naive, recreate-v2, recreate-v1, restart,
-//! stream-rollout, stream-stop, burst, event-to-routable. Not part of the
-//! test run: it takes about 35 minutes.
+//! stream-rollout, stream-stop, canary, canary-bad, burst,
+//! event-to-routable. Not part of the test run: it takes about 35 minutes.
 
 mod app;
+mod canary;
 #[path = "../compose_file.rs"]
 mod compose_file;
 mod gap;
@@ -25,6 +26,7 @@ mod routable;
 mod stack;
 mod start;
 mod stream;
+mod timeline;
 mod traefik;
 
 use std::collections::HashMap;
@@ -120,6 +122,11 @@ async fn run(args: start::BenchArgs) {
     for how in [stream::How::Rollout, stream::How::Stop] {
         if args.wants(how.name()) {
             println!("{}", stream::scenario(how, duration).await);
+        }
+    }
+    for version in [canary::Version::Good, canary::Version::Bad] {
+        if args.wants(version.name()) {
+            println!("{}", canary::scenario(version, duration).await);
         }
     }
     if args.wants("burst") {

@@ -214,20 +214,30 @@ impl Teal {
     /// prefix, state dir and status endpoint. Whether it succeeded, and
     /// what it printed.
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_teal"))
-            .args(args)
-            .env("TEAL_LABEL_PREFIX", &self.prefix)
-            .env("TEAL_STATE_DIR", &self.dir)
-            .env("TEAL_STATUS_BIND", self.status.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn teal");
+        let out = self.cli_command(args).output().expect("spawn teal");
         let printed = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.success(), printed)
+    }
+
+    /// The command line of [`Teal::cli`], for a caller that reads its output as it comes.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_teal"));
+        command
+            .args(args)
+            .env("TEAL_LABEL_PREFIX", &self.prefix)
+            .env("TEAL_STATE_DIR", &self.dir)
+            .env("TEAL_STATUS_BIND", self.status.to_string())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// The label prefix, unique to the scenario.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// SIGKILL, as a crash or the OOM killer would: teal gets no say.
