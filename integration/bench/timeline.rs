@@ -16,6 +16,9 @@ pub struct Mark {
     pub label: String,
 }
 
+/// A panel: its caption, its points, their colour, and the least top of its y axis.
+type Panel<'a> = (&'a str, &'a [(f64, f64)], RGBColor, f64);
+
 /// One second of the run.
 #[derive(Default, Clone)]
 struct Second {
@@ -78,7 +81,7 @@ pub fn write_svg(path: &Path, title: &str, samples: &[Sample], marks: &[Mark]) -
     root.fill(&WHITE).map_err(error)?;
     let root = root.titled(title, ("sans-serif", 20)).map_err(error)?;
     let panels = root.split_evenly((3, 1));
-    let series: [(&str, &[(f64, f64)], RGBColor, f64); 3] = [
+    let series: [Panel; 3] = [
         ("requests served /s", &served, RGBColor(0, 128, 128), 10.0),
         ("failed requests /s", &failed, RGBColor(200, 30, 30), 1.0),
         ("p99 latency (ms), per second", &p99, RGBColor(60, 60, 160), 1.0),
