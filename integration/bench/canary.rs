@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::load::{percentile, Sample};
-use crate::stack::sh;
+use crate::stack::{sh, Teal};
 use crate::timeline::{write_svg, Mark};
 use crate::{gets, steady, Connections, Steady};
 
@@ -66,12 +66,14 @@ pub struct CanaryRow {
 
 pub async fn scenario(version: Version, duration: Duration) -> CanaryRow {
     let name = version.name();
+    // `containers` is held to the end: dropping it removes the service's containers.
     let Steady {
-        teal,
+        proxy: teal,
+        containers: _containers,
         load,
         rollout_start,
         ..
-    } = steady(name, gets(Connections::Close), &[], duration).await;
+    } = steady::<Teal>(name, gets(Connections::Close), &[], duration).await;
     let image = format!("{}-canary:new", teal.prefix());
     let env = match version {
         Version::Good => String::new(),
@@ -116,6 +118,11 @@ pub async fn scenario(version: Version, duration: Duration) -> CanaryRow {
                 printed.push_str(&line);
                 printed.push('\n');
             }
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            printed.push_str(&stderr);
             let ok = child.wait().is_ok_and(|s| s.success());
             (ok, printed, started.elapsed())
         })

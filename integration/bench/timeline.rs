@@ -58,21 +58,23 @@ pub fn write_svg(path: &Path, title: &str, samples: &[Sample], marks: &[Mark]) -
         second.latencies.sort();
     }
     let end = per_second.len().max(1) as f64;
+    // Each second is drawn at its middle, where the marks of its moments fall.
+    let middle = |i: usize| i as f64 + 0.5;
     let served: Vec<(f64, f64)> = per_second
         .iter()
         .enumerate()
-        .map(|(i, s)| (i as f64, f64::from(s.ok)))
+        .map(|(i, s)| (middle(i), f64::from(s.ok)))
         .collect();
     let failed: Vec<(f64, f64)> = per_second
         .iter()
         .enumerate()
-        .map(|(i, s)| (i as f64, f64::from(s.failed)))
+        .map(|(i, s)| (middle(i), f64::from(s.failed)))
         .collect();
     let p99: Vec<(f64, f64)> = per_second
         .iter()
         .enumerate()
         .filter(|(_, s)| !s.latencies.is_empty())
-        .map(|(i, s)| (i as f64, p99_ms(&s.latencies)))
+        .map(|(i, s)| (middle(i), p99_ms(&s.latencies)))
         .collect();
     let top = |points: &[(f64, f64)], at_least: f64| points.iter().map(|p| p.1).fold(at_least, f64::max) * 1.15;
 
@@ -96,7 +98,7 @@ pub fn write_svg(path: &Path, title: &str, samples: &[Sample], marks: &[Mark]) -
             .build_cartesian_2d(0f64..end, 0f64..top(points, at_least))
             .map_err(error)?;
         let mut mesh = chart.configure_mesh();
-        mesh.light_line_style(WHITE.mix(0.0)).y_labels(4);
+        mesh.light_line_style(WHITE.mix(0.0)).disable_x_mesh().y_labels(4);
         if last {
             mesh.x_desc("seconds since the load started");
         } else {
@@ -107,7 +109,7 @@ pub fn write_svg(path: &Path, title: &str, samples: &[Sample], marks: &[Mark]) -
             .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
             .map_err(error)?;
         let y_top = top(points, at_least);
-        for mark in marks {
+        for (row, mark) in marks.iter().enumerate() {
             let x = mark.at.as_secs_f64();
             chart
                 .draw_series(LineSeries::new([(x, 0.0), (x, y_top)], BLACK.mix(0.35)))
@@ -116,7 +118,8 @@ pub fn write_svg(path: &Path, title: &str, samples: &[Sample], marks: &[Mark]) -
                 chart
                     .draw_series([Text::new(
                         mark.label.clone(),
-                        (x + end * 0.005, y_top * 0.95),
+                        // Three rows of labels: marks close together stay readable.
+                        (x + end * 0.005, y_top * (0.95 - 0.12 * (row % 3) as f64)),
                         ("sans-serif", 12),
                     )])
                     .map_err(error)?;
