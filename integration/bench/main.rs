@@ -393,10 +393,12 @@ async fn rollout<P: Proxy>(
         }
         Expect::NeverHealthy => {
             tokio::time::sleep(Duration::from_secs(15)).await;
+            phases.mark("15 s unhealthy", &load);
             if load.first_seen(&new_id).is_some() {
                 eprintln!("  {name}: the never-healthy container got traffic");
             }
             containers.remove(&new_id);
+            phases.mark("docker rm", &load);
         }
     }
     finish(
