@@ -342,9 +342,14 @@ fn parse_servers_state(answer: &str) -> Vec<ServerLine> {
         .collect()
 }
 
+/// The containers' servers, not each backend's `teal_hold`.
 async fn server_count(admin: &Path) -> usize {
     match teal::apply::admin_command(admin, "show servers state").await {
-        Ok(answer) => parse_servers_state(&answer).len(),
+        Ok(answer) => answer
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split_whitespace().nth(3).is_some_and(|name| name != "teal_hold"))
+            .count(),
         Err(_) => 0,
     }
 }

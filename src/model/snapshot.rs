@@ -197,6 +197,7 @@ pub(super) fn build<'a>(
         by_service.entry(parsed.service.clone()).or_default().push(Member {
             facts,
             labels: parsed,
+            routed: server.is_some(),
             server,
         });
     }
@@ -206,8 +207,8 @@ pub(super) fn build<'a>(
         // Service-wide settings follow the newest container: during a rollout
         // the new version's labels are the ones being deployed.
         members.sort_by(|a, b| b.facts.created.cmp(&a.facts.created));
+        let mut servers: Vec<Server> = members.iter_mut().filter_map(|m| m.server.take()).collect();
         let newest = &members[0].labels;
-        let mut servers: Vec<Server> = members.iter().filter_map(|m| m.server.clone()).collect();
         servers.sort_by(|a, b| a.name.cmp(&b.name));
         services.push((
             Service {
@@ -237,7 +238,10 @@ pub(super) fn build<'a>(
 struct Member<'a> {
     facts: &'a ContainerFacts,
     labels: Cow<'a, ServiceLabels>,
+    /// Moved into its service once the members are sorted.
     server: Option<Server>,
+    /// It had a server.
+    routed: bool,
 }
 
 fn exclude(facts: &ContainerFacts, reason: String) -> Excluded {
@@ -289,7 +293,7 @@ fn assign_listen_ports(
             Some(reason) => excluded.extend(
                 members
                     .iter()
-                    .filter(|m| m.server.is_some())
+                    .filter(|m| m.routed)
                     .map(|m| exclude(m.facts, reason.clone())),
             ),
         }
