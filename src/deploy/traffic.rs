@@ -196,37 +196,58 @@ impl Tallies {
 }
 
 /// Samples one service's servers in the background.
+///
+/// One sample at a time, each taken whole (fetched, then observed) before
+/// the next is fetched: two fetches in flight at once can answer out of
+/// order, and an older sample seen after a newer one looks like a counter
+/// that started again, which would count what came before it twice (seen:
+/// a rollout's report counting more requests than the clients sent).
 pub struct Sampler {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+struct Shared {
     status_addr: SocketAddr,
     /// Where the daemon's `--status-auth` token is.
     state_dir: PathBuf,
     service: String,
-    tallies: Arc<Mutex<Tallies>>,
-    stop: CancellationToken,
+    tallies: Mutex<Tallies>,
+    /// Held from a sample's fetch to its observation.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    async fn fetch(&self) -> anyhow::Result<StatusReport> {
+        let _turn = self.turn.lock().await;
+        let report = status::fetch(self.status_addr, &self.state_dir).await?;
+        lock(&self.tallies).observe(&report, &self.service);
+        Ok(report)
+    }
 }
 
 impl Sampler {
     /// Takes the first sample (the deploy's start), then one every [`EVERY`].
     pub async fn start(status_addr: SocketAddr, state_dir: &Path, service: &str) -> Self {
         let sampler = Self {
-            status_addr,
-            state_dir: state_dir.to_owned(),
-            service: service.to_owned(),
-            tallies: Arc::default(),
+            shared: Arc::new(Shared {
+                status_addr,
+                state_dir: state_dir.to_owned(),
+                service: service.to_owned(),
+                tallies: Mutex::default(),
+                turn: tokio::sync::Mutex::new(()),
+            }),
             stop: CancellationToken::new(),
         };
         sampler.sample().await;
-        let (tallies, stop, service) = (sampler.tallies.clone(), sampler.stop.clone(), service.to_owned());
-        let state_dir = state_dir.to_owned();
+        let (shared, stop) = (sampler.shared.clone(), sampler.stop.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(EVERY) => {}
                 }
-                if let Ok(report) = status::fetch(status_addr, &state_dir).await {
-                    lock(&tallies).observe(&report, &service);
-                }
+                let _ = shared.fetch().await;
             }
         });
         sampler
@@ -234,19 +255,17 @@ impl Sampler {
 
     /// Samples now: before a server is removed, at a step's end.
     pub async fn sample(&self) {
-        if let Ok(report) = status::fetch(self.status_addr, &self.state_dir).await {
-            self.observe(&report);
-        }
+        let _ = self.shared.fetch().await;
     }
 
-    /// Takes `report`, fetched by the caller, as a sample.
-    pub fn observe(&self, report: &StatusReport) {
-        lock(&self.tallies).observe(report, &self.service);
+    /// Samples now, and gives the caller the report it was taken from.
+    pub async fn fetch(&self) -> anyhow::Result<StatusReport> {
+        self.shared.fetch().await
     }
 
     /// Each server's counts since the deploy began, as of the last sample.
     pub fn totals(&self) -> Totals {
-        lock(&self.tallies).totals()
+        lock(&self.shared.tallies).totals()
     }
 
     /// A last sample, and the totals.

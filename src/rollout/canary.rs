@@ -161,9 +161,8 @@ async fn hold(
             () = interrupted.cancelled() => true,
             () = tokio::time::sleep(POLL) => false,
         };
-        let status = status::fetch(sides.status_bind, sides.state_dir).await;
-        if let Ok(status) = &status {
-            sampler.observe(status);
+        let status = sampler.fetch().await;
+        if status.is_ok() {
             let (old_now, new_now) = at_start(sampler);
             (old, new) = (old_now.since(&old_base), new_now.since(&new_base));
         }
