@@ -90,12 +90,13 @@ pub fn write_svg(path: &Path, title: &str, samples: &[Sample], marks: &[Mark]) -
     ];
     for (i, (panel, (name, points, colour, at_least))) in panels.iter().zip(series).enumerate() {
         let last = i == 2;
+        let y_top = top(points, at_least);
         let mut chart = ChartBuilder::on(panel)
             .margin(8)
             .x_label_area_size(if last { 30 } else { 8 })
             .y_label_area_size(55)
             .caption(name, ("sans-serif", 14))
-            .build_cartesian_2d(0f64..end, 0f64..top(points, at_least))
+            .build_cartesian_2d(0f64..end, 0f64..y_top)
             .map_err(error)?;
         let mut mesh = chart.configure_mesh();
         mesh.light_line_style(WHITE.mix(0.0)).disable_x_mesh().y_labels(4);
@@ -108,7 +109,6 @@ pub fn write_svg(path: &Path, title: &str, samples: &[Sample], marks: &[Mark]) -
         chart
             .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
             .map_err(error)?;
-        let y_top = top(points, at_least);
         for (row, mark) in marks.iter().enumerate() {
             let x = mark.at.as_secs_f64();
             chart

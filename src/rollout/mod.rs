@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deploy::{Deploy, Outcome, Sampler};
 use crate::docker::replica::Plan;
+use crate::docker::service_update::ServiceApi;
 use crate::docker::{Client, DockerError};
 use crate::drain::{Idle, NotIdle};
 use crate::settings::RolloutSettings;
@@ -64,23 +65,11 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
     let project = project(&settings, &docker).await?;
     let old = plan::old_containers(&docker, &settings.label_prefix, service, project.as_deref()).await?;
     if old.is_empty() {
-        if let Some(swarm_service) = swarm::find(
-            &docker,
-            settings.docker_host.as_deref(),
-            &settings.label_prefix,
-            service,
-            project.as_deref(),
-        )
-        .await?
+        let api = ServiceApi::new(settings.docker_host.as_deref(), docker.api_version());
+        if let Some(swarm_service) =
+            swarm::find(&docker, &api, &settings.label_prefix, service, project.as_deref()).await?
         {
-            if settings.canary.is_some() {
-                lock.finish()?;
-                anyhow::bail!(
-                    "{service} is a Swarm service: Swarm replaces its tasks, and --canary weighs containers \
-                     only; drop --canary for a start-first update by Swarm"
-                );
-            }
-            let result = swarm::run(&settings, &docker, swarm_service, started).await;
+            let result = swarm::run(&settings, &api, swarm_service, started).await;
             lock.finish()?;
             return result;
         }

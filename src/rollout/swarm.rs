@@ -36,7 +36,7 @@ const ROLLBACK_WAIT: Duration = Duration::from_secs(60);
 /// when given), when the daemon is a manager and has one.
 pub async fn find(
     docker: &Client,
-    docker_host: Option<&str>,
+    api: &ServiceApi,
     label_prefix: &str,
     service: &str,
     project: Option<&str>,
@@ -46,7 +46,6 @@ pub async fn find(
     }
     let mut labels = vec![format!("{label_prefix}.service={service}")];
     labels.extend(project.map(|p| format!("com.docker.stack.namespace={p}")));
-    let api = ServiceApi::new(docker_host, docker.api_version());
     let mut found = api.services(&labels).await?;
     match found.len() {
         0 | 1 => Ok(found.pop()),
@@ -65,7 +64,7 @@ pub async fn find(
 /// `started`: when the command began.
 pub async fn run(
     settings: &RolloutSettings,
-    docker: &Client,
+    api: &ServiceApi,
     service: SwarmService,
     started: Instant,
 ) -> anyhow::Result<()> {
@@ -97,7 +96,6 @@ pub async fn run(
         }
     );
     println!("  Swarm starts each new task before it stops an old one; teal drains the old one at its stop");
-    let api = ServiceApi::new(settings.docker_host.as_deref(), docker.api_version());
     for warning in api.update(&service, settings.image.as_deref()).await? {
         println!("  note from Docker: {warning}");
     }
@@ -106,7 +104,7 @@ pub async fn run(
     tokio::spawn(super::interrupt_on_signal(interrupted.clone()));
     let watch = Watch {
         settings,
-        api: &api,
+        api,
         service_id: service.id(),
         replicas: service.replicas().unwrap_or(old.len() as u64).max(1) as usize,
         old: &old,
