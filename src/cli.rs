@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration::parse_duration;
 use crate::model::labels::{parse_hold, ServiceName, Slot};
+use crate::model::HeaderName;
 use crate::settings::{
     parse_acme_email, parse_certs_dir, parse_label_prefix, BindAddr, ReloadMode, SwarmMode, DEFAULT_ACME_DIRECTORY,
     DEFAULT_CONFIG, DEFAULT_DEBOUNCE, DEFAULT_HAPROXY, DEFAULT_HOLD, DEFAULT_HTTPS_BIND, DEFAULT_HTTP_BIND,
@@ -165,6 +166,12 @@ pub struct RolloutArgs {
     /// 5 x --step, then rolls back (too little traffic to tell).
     #[arg(long, env = "TEAL_ROLLOUT_MIN_REQUESTS", default_value_t = 100, requires = "canary")]
     pub min_requests: u64,
+
+    /// Canary for previews: while the new containers have a share, a request carrying this header (any value)
+    /// goes to one of them, whatever the weights; http services only. Setting and ending the rule each take a
+    /// reload.
+    #[arg(long, env = "TEAL_ROLLOUT_CANARY_HEADER", value_name = "NAME", value_parser = HeaderName::parse, requires = "canary")]
+    pub canary_header: Option<HeaderName>,
 
     #[command(flatten)]
     pub docker: DockerArgs,

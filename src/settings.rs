@@ -16,6 +16,7 @@ use crate::cli::{
 };
 use crate::duration::parse_duration;
 use crate::model::labels::{ServiceName, Slot};
+use crate::model::HeaderName;
 use crate::status::StatusUsers;
 
 mod checks;
@@ -349,6 +350,8 @@ pub struct CanarySettings {
     /// How long each step is held.
     pub step: Duration,
     pub limits: crate::rollout::Limits,
+    /// `--canary-header`: marked requests go to the new containers.
+    pub header: Option<HeaderName>,
 }
 
 impl CanarySettings {
@@ -369,6 +372,7 @@ impl CanarySettings {
                 max_latency_ratio: args.max_latency_ratio,
                 min_requests: args.min_requests,
             },
+            header: args.canary_header.clone(),
         }))
     }
 }

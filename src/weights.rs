@@ -22,7 +22,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::model::labels::ServiceName;
-use crate::model::{Canary, Server, Snapshot};
+use crate::model::{Canary, HeaderName, Snapshot};
 use crate::state_file::{self, Choice, StateFileError};
 
 /// HAProxy's largest server weight: the weights are scaled to it, so the
@@ -37,7 +37,8 @@ pub struct CanaryWeights(BTreeMap<ServiceName, Canary>);
 impl Choice for CanaryWeights {
     const FILE: &'static str = "weights.json";
     const WITHOUT_IT: &'static str = "every server goes back to its label weight, as when the canary ends";
-    const ENTRY: &'static str = r#""SERVICE": {"deploy": ID, "old": [CONTAINER ID, ...], "new_percent": 0-100}"#;
+    const ENTRY: &'static str =
+        r#""SERVICE": {"deploy": ID, "old": [CONTAINER ID, ...], "new_percent": 0-100, "header": NAME (optional)}"#;
 
     type Entry = Canary;
 
@@ -58,7 +59,7 @@ impl Choice for CanaryWeights {
             let Some(canary) = self.0.get(&service.name) else {
                 continue;
             };
-            let sides: Vec<(bool, u16)> = service.servers.iter().map(|s| (is_new(canary, s), s.weight)).collect();
+            let sides: Vec<(bool, u16)> = service.servers.iter().map(|s| (canary.is_new(s), s.weight)).collect();
             for (server, weight) in service.servers.iter_mut().zip(weights(&sides, canary.new_percent)) {
                 server.weight = weight;
             }
@@ -77,17 +78,14 @@ impl Choice for CanaryWeights {
         for service in names {
             match (before.0.get(service), self.0.get(service)) {
                 (_, Some(now)) if before.0.get(service) != Some(now) => {
-                    tracing::info!(%service, deploy = %now.deploy, new_percent = now.new_percent, "canary weights");
+                    let header = now.header.as_ref().map(HeaderName::as_str);
+                    tracing::info!(%service, deploy = %now.deploy, new_percent = now.new_percent, ?header, "canary weights");
                 }
                 (Some(_), None) => tracing::info!(%service, "canary over: label weights again"),
                 _ => {}
             }
         }
     }
-}
-
-fn is_new(canary: &Canary, server: &Server) -> bool {
-    !canary.old.contains(&server.container_id.0)
 }
 
 /// The weight of each server, given as (is new, its label weight), so that
@@ -252,6 +250,16 @@ mod tests {
         assert_eq!(web.canary.as_ref().map(|c| c.new_percent), Some(10));
         // Weights alone change no service: the runtime API applies them.
         assert!(snapshot.same_services(&routed));
+        // A header rule names the new servers in the config: a reload.
+        let file = format!(
+            r#"{{"web": {{"deploy": "abcdef", "old": ["{}"], "new_percent": 10, "header": "X-Canary"}}}}"#,
+            id('a')
+        );
+        let sticky = CanaryWeights::parse(&file).unwrap().route(snapshot.clone());
+        assert!(!routed.same_services(&sticky));
+        let web = sticky.services.iter().find(|s| s.name.as_str() == "web").unwrap();
+        let new_name = web.servers.iter().find(|s| s.container_id.0 == id('b')).unwrap().name.clone();
+        assert_eq!(web.sticky_canary().map(|s| s.servers), Some(vec![new_name]));
     }
 
     #[test]
@@ -263,6 +271,7 @@ mod tests {
             deploy: "abcdef".into(),
             old: vec![id('a')],
             new_percent: 0,
+            header: None,
         };
         store(dir.path(), &web, Some(canary.clone())).unwrap();
         store(
@@ -284,6 +293,7 @@ mod tests {
             "[]",
             r#"{"web": {"deploy": "x", "old": [], "new_percent": 101}}"#,
             r#"{"bad name": {"deploy": "x", "old": [], "new_percent": 1}}"#,
+            r#"{"web": {"deploy": "x", "old": [], "new_percent": 1, "header": "X-Canary # on"}}"#,
         ] {
             assert!(CanaryWeights::parse(bad).is_err(), "{bad}");
         }

@@ -17,7 +17,8 @@ use std::sync::OnceLock;
 use serde::Serialize;
 
 pub use snapshot::{
-    Canary, Change, Controls, Excluded, Maintenance, Pause, Server, ServerState, Service, SlotRouting, Snapshot,
+    Canary, Change, Controls, Excluded, HeaderName, Maintenance, Pause, Server, ServerState, Service, SlotRouting,
+    Snapshot, StickyCanary,
 };
 
 /// A Docker container id (full, 64 hex digits).

@@ -107,6 +107,87 @@ pub struct Canary {
     pub old: Vec<String>,
     /// The new set's share of the service's traffic, 0 to 100.
     pub new_percent: u8,
+    /// `--canary-header`: while the new set has a share, a request that
+    /// carries this header goes to a new server, whatever the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderName>,
+}
+
+impl Canary {
+    /// Every server the canary does not know as old is new.
+    pub fn is_new(&self, server: &Server) -> bool {
+        !self.old.contains(&server.container_id.0)
+    }
+}
+
+/// An HTTP header name as HAProxy's config gets it: letters, digits and
+/// '-' only (a '#' or a quote would change the config line it is in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HeaderName(String);
+
+impl HeaderName {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let ok = !value.is_empty()
+            && value.len() <= 64
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if ok {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(format!(
+                "{value:?} is not a header name teal takes: 1-64 characters of a-z, A-Z, 0-9 and '-' (e.g. X-Canary)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HeaderName {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+}
+
+impl From<HeaderName> for String {
+    fn from(name: HeaderName) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A canary's header rule as HAProxy's config has it: a request carrying
+/// `header` goes to one of `servers`, the new servers, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StickyCanary {
+    pub header: HeaderName,
+    pub servers: Vec<String>,
+}
+
+impl Service {
+    /// The header rule of a canary with `--canary-header` while its new
+    /// servers have a share; `None` otherwise. `use-server` names a server
+    /// in the config, so a change of it takes a reload.
+    pub fn sticky_canary(&self) -> Option<StickyCanary> {
+        let canary = self.canary.as_ref().filter(|c| c.new_percent > 0 && self.mode == Mode::Http)?;
+        let header = canary.header.clone()?;
+        let servers: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|s| canary.is_new(s))
+            .map(|s| s.name.clone())
+            .collect();
+        (!servers.is_empty()).then_some(StickyCanary { header, servers })
+    }
 }
 
 /// What an operator set on a service by hand (http services only).
@@ -474,7 +555,8 @@ impl Snapshot {
 
     /// True when `next` has the same services with the same settings as
     /// `self`, whatever their servers: HAProxy's runtime API can then add,
-    /// remove and change servers without a reload.
+    /// remove and change servers without a reload. A canary header's rule
+    /// names its servers, so it counts as a setting.
     pub fn same_services(&self, next: &Snapshot) -> bool {
         let shape = |s: &Snapshot| -> Vec<Service> {
             s.services
@@ -487,6 +569,7 @@ impl Snapshot {
                 })
                 .collect()
         };
-        shape(self) == shape(next)
+        let sticky = |s: &Snapshot| -> Vec<Option<StickyCanary>> { s.services.iter().map(Service::sticky_canary).collect() };
+        shape(self) == shape(next) && sticky(self) == sticky(next)
     }
 }

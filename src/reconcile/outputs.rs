@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 
 use crate::apply::ApplyError;
-use crate::model::{Controls, Snapshot};
+use crate::model::{Controls, Snapshot, StickyCanary};
 use crate::status::{ApplyRecord, Metrics, ResultLabel};
 
 use super::Outcome;
@@ -51,7 +51,7 @@ impl ApplyOutputs {
         metrics.reload_duration.observe(started.elapsed().as_secs_f64());
         let loaded = matches!(result, Ok(Outcome::Reloaded | Outcome::Started));
         let result = result.as_ref().map(|o| o.word()).map_err(|e| e.to_string());
-        self.publish(result, false, loaded.then(|| controls_of(applied)));
+        self.publish(result, false, loaded.then_some(applied));
     }
 
     pub fn record(&self, result: Result<&'static str, String>) {
@@ -64,20 +64,18 @@ impl ApplyOutputs {
         self.publish(Err(error), true, None);
     }
 
-    /// `loaded`: the controls of the config HAProxy just loaded; `None`:
-    /// those of the last one loaded still hold.
-    fn publish(
-        &self,
-        result: Result<&'static str, String>,
-        left_out: bool,
-        loaded: Option<BTreeMap<String, Controls>>,
-    ) {
-        let previous = || {
-            self.last_apply
+    /// `loaded`: the snapshot of the config HAProxy just loaded, whose
+    /// controls and canary headers now hold; `None`: those of the last one
+    /// loaded still do.
+    fn publish(&self, result: Result<&'static str, String>, left_out: bool, loaded: Option<&Snapshot>) {
+        let (controls, sticky_canaries) = match loaded {
+            Some(snapshot) => (controls_of(snapshot), sticky_canaries_of(snapshot)),
+            None => self
+                .last_apply
                 .borrow()
                 .as_ref()
-                .map(|r| r.controls.clone())
-                .unwrap_or_default()
+                .map(|r| (r.controls.clone(), r.sticky_canaries.clone()))
+                .unwrap_or_default(),
         };
         self.last_apply.send_replace(Some(ApplyRecord {
             time: rfc3339(SystemTime::now()),
@@ -85,7 +83,8 @@ impl ApplyOutputs {
             outcome: result.as_ref().ok().map(|o| o.to_string()),
             error: result.err(),
             left_out,
-            controls: loaded.unwrap_or_else(previous),
+            controls,
+            sticky_canaries,
         }));
     }
 }
@@ -101,5 +100,14 @@ fn controls_of(snapshot: &Snapshot) -> BTreeMap<String, Controls> {
         .iter()
         .filter(|s| s.controls != Controls::default())
         .map(|s| (s.name.to_string(), s.controls.clone()))
+        .collect()
+}
+
+/// The services of `snapshot` whose canary routes a header.
+fn sticky_canaries_of(snapshot: &Snapshot) -> BTreeMap<String, StickyCanary> {
+    snapshot
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.to_string(), s.sticky_canary()?)))
         .collect()
 }

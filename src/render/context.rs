@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::acme::{AcmeFiles, FilesError};
 use crate::model::labels::{Balance, HealthCheck, HostName, HttpPath, Mode, ServiceName};
-use crate::model::{Excluded, Maintenance, Server, Service, SlotRouting, Snapshot};
+use crate::model::{Excluded, Maintenance, Server, Service, SlotRouting, Snapshot, StickyCanary};
 use crate::settings::{BindAddr, Settings};
 use crate::tls::{self, Certificate, CertsError, RefusedCertificate};
 
@@ -210,6 +210,9 @@ pub struct ContextService<'a> {
     /// `teal maintenance`: every request gets the page
     /// `{{settings.maintenance_pages}}/{{name}}.html`.
     pub maintenance: Option<&'a Maintenance>,
+    /// `teal rollout --canary-header`: a request carrying `header` goes to
+    /// one of `servers` (the new ones, by name).
+    pub sticky_canary: Option<StickyCanary>,
     pub servers: Vec<ContextServer<'a>>,
 }
 
@@ -251,6 +254,7 @@ impl<'a> ContextService<'a> {
             server_defaults: ServerDefaults::of(service),
             hold: hold(service, &settings.hold),
             maintenance: service.controls.maintenance.as_ref(),
+            sticky_canary: service.sticky_canary(),
             servers: service
                 .servers
                 .iter()

@@ -313,3 +313,45 @@ fn the_largest_values_labels_allow_pass_haproxy() {
         assert!(result.is_err(), "HAProxy took a line of 65 words");
     }
 }
+
+/// `--canary-header`: marked requests go to a new server whatever the
+/// weights; a pause still holds them first. The rule is there only while
+/// the new servers have a share, and HAProxy loads it.
+#[test]
+fn a_canary_header_sends_marked_requests_to_the_new_servers() {
+    use crate::model::{Canary, HeaderName, Pause};
+    let mut inventory = Inventory::default();
+    inventory.apply(ContainerUpdate::Resync(vec![
+        facts("a", "web", "10.0.0.2"),
+        facts("b", "web", "10.0.0.3"),
+        facts("c", "web", "10.0.0.4"),
+    ]));
+    let mut snapshot = inventory.snapshot(&scope());
+    let old = snapshot.services[0].servers[0].container_id.0.clone();
+    let canary = Canary {
+        deploy: "abcdef".into(),
+        old: vec![old],
+        new_percent: 10,
+        header: Some(HeaderName::parse("X-Canary").unwrap()),
+    };
+    snapshot.services[0].canary = Some(canary.clone());
+    snapshot.services[0].controls.pause = Some(Pause { until: 1_800_000_000 });
+    let text = render_snapshot(&snapshot);
+    let names: Vec<String> = snapshot.services[0].servers[1..].iter().map(|s| s.name.clone()).collect();
+    assert_eq!(
+        lines_with(&text, "teal_canary"),
+        [
+            "http-request set-var(txn.teal_canary) rand(2) if { req.hdr(X-Canary) -m found }".to_owned(),
+            format!("use-server {} if {{ var(txn.teal_canary) -m int 0 }}", names[0]),
+            format!("use-server {} if {{ var(txn.teal_canary) -m int 1 }}", names[1]),
+        ]
+    );
+    let paused = text.find("use-server teal_hold if { date lt").unwrap();
+    assert!(paused < text.find(&format!("use-server {}", names[0])).unwrap(), "{text}");
+    if let Some(result) = super::tests_injection::haproxy_check(&text) {
+        result.unwrap();
+    }
+    // At 0 % the new servers get nothing, marked or not.
+    snapshot.services[0].canary = Some(Canary { new_percent: 0, ..canary });
+    assert!(lines_with(&render_snapshot(&snapshot), "teal_canary").is_empty());
+}

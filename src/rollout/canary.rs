@@ -9,6 +9,7 @@
 //! command never talks to HAProxy itself, and a restart of the daemon
 //! mid-canary keeps the weights.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use super::analysis::{judge, Failure, Judgement};
 use super::progress::seconds;
 use crate::deploy::{CanaryReport, Sampler, StepReport, Traffic};
 use crate::model::labels::ServiceName;
-use crate::model::Canary;
+use crate::model::{Canary, HeaderName};
 use crate::settings::CanarySettings;
 use crate::status::{self, StatusReport};
 
@@ -40,14 +41,18 @@ pub struct Sides<'a> {
     pub old: &'a [&'a str],
     /// (container id, name) of each replacement.
     pub new: &'a [(&'a str, &'a str)],
+    /// `--canary-header`.
+    pub header: Option<&'a HeaderName>,
 }
 
 impl Sides<'_> {
+    /// At 0 % the new servers get no request, marked or not.
     fn canary(&self, new_percent: u8) -> Canary {
         Canary {
             deploy: self.deploy.to_owned(),
             old: self.old.iter().map(|id| (*id).to_owned()).collect(),
             new_percent,
+            header: self.header.filter(|_| new_percent > 0).cloned(),
         }
     }
 
@@ -63,13 +68,11 @@ pub async fn set_share(sides: &Sides<'_>, new_percent: u8) -> Result<(), String>
     let deadline = Instant::now() + APPLY_TIMEOUT;
     loop {
         if let Ok(report) = status::fetch(sides.status_bind, sides.state_dir).await {
-            let applied = report
-                .services
-                .iter()
-                .find(|s| s.name == sides.service.as_str())
+            let service = report.services.iter().find(|s| s.name == sides.service.as_str());
+            let weighted = service
                 .and_then(|s| s.canary.as_ref())
                 .is_some_and(|c| c.deploy == sides.deploy && c.new_percent == new_percent);
-            if applied {
+            if weighted && header_loaded(&report, sides, new_percent) {
                 return Ok(());
             }
         }
@@ -85,6 +88,29 @@ pub async fn set_share(sides: &Sides<'_>, new_percent: u8) -> Result<(), String>
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Weights take the runtime API, a header rule a reload: it holds once the
+/// config HAProxy last loaded sends the header to every new server.
+fn header_loaded(report: &StatusReport, sides: &Sides<'_>, new_percent: u8) -> bool {
+    let Some(header) = sides.header.filter(|_| new_percent > 0) else {
+        return true;
+    };
+    let new_names: BTreeSet<&str> = report
+        .services
+        .iter()
+        .filter(|s| s.name == sides.service.as_str())
+        .flat_map(|s| &s.servers)
+        .filter(|s| sides.new.iter().any(|(id, _)| *id == s.container_id))
+        .map(|s| s.name.as_str())
+        .collect();
+    report
+        .last_reload
+        .as_ref()
+        .and_then(|r| r.sticky_canaries.get(sides.service.as_str()))
+        .is_some_and(|sticky| {
+            sticky.header == *header && sticky.servers.iter().map(String::as_str).collect::<BTreeSet<_>>() == new_names
+        })
 }
 
 /// The new servers' share to 0 at once, not waiting for the daemon: a

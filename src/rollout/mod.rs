@@ -45,6 +45,7 @@ use crate::docker::replica::Plan;
 use crate::docker::service_update::ServiceApi;
 use crate::docker::{Client, DockerError};
 use crate::drain::{Idle, NotIdle};
+use crate::model::labels::Mode;
 use crate::settings::RolloutSettings;
 use lock::{Journal, Phase, RolloutLock};
 use plan::Old;
@@ -93,6 +94,14 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
             .map(|p| format!(" and --project {p}"))
             .unwrap_or_default()
     );
+
+    if let Some(header) = settings.canary.as_ref().and_then(|c| c.header.as_ref()) {
+        anyhow::ensure!(
+            report.services.iter().any(|s| s.name == service && s.mode == Mode::Http),
+            "--canary-header {header}: {service} is a tcp service, whose traffic has no headers; \
+             drop --canary-header (weights alone work for tcp)"
+        );
+    }
 
     let kind = if settings.canary.is_some() { "canary" } else { "rollout" };
     let mut deploy = Deploy::start(settings.status_bind, &settings.state_dir, service, kind).await;
@@ -275,6 +284,7 @@ fn sides<'a>(
         deploy,
         old,
         new,
+        header: settings.canary.as_ref().and_then(|c| c.header.as_ref()),
     }
 }
 

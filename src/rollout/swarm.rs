@@ -69,6 +69,12 @@ pub async fn run(
     started: Instant,
 ) -> anyhow::Result<()> {
     let name = settings.service.as_str();
+    anyhow::ensure!(
+        settings.canary.is_none(),
+        "{name} is a Swarm service ({}): its tasks are Swarm's to start, so teal cannot weigh new against old; \
+         run `teal rollout {name}` without --canary for Swarm's start-first update",
+        service.name()
+    );
     let report = status::fetch(settings.status_bind, &settings.state_dir)
         .await
         .map_err(|e| e.context("teal rollout needs the running daemon to tell when a new task is UP in HAProxy"))?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::held::HeldRequests;
 use crate::isolate::Refusals;
 use crate::model::labels::{Mode, Slot};
-use crate::model::{Canary, Controls, ServerState, Snapshot};
+use crate::model::{Canary, Controls, ServerState, Snapshot, StickyCanary};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DockerStatus {
@@ -54,6 +54,10 @@ pub struct ApplyRecord {
     /// pause` wait for.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub controls: BTreeMap<String, Controls>,
+    /// The canary header rules in that config, by service: what `teal
+    /// rollout --canary-header` waits for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sticky_canaries: BTreeMap<String, StickyCanary>,
 }
 
 /// The HAProxy master of `--reload supervise`, as teal watches it.

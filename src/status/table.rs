@@ -153,11 +153,16 @@ fn table(report: &StatusReport, colour: bool) -> String {
                 .collect();
             let _ = writeln!(
                 out,
-                "{}: canary of deploy {}: {}% of the traffic to the new containers (weights: {})",
+                "{}: canary of deploy {}: {}% of the traffic to the new containers (weights: {}){}",
                 service.name,
                 canary.deploy,
                 canary.new_percent,
-                weights.join(", ")
+                weights.join(", "),
+                canary
+                    .header
+                    .as_ref()
+                    .map(|h| format!("; requests with header {h} go to the new containers"))
+                    .unwrap_or_default()
             );
         }
         if let Some(pause) = &service.controls.pause {
@@ -270,6 +275,7 @@ mod tests {
                     deploy: "3f2a1c".into(),
                     old: vec![],
                     new_percent: 10,
+                    header: Some(crate::model::HeaderName::parse("X-Canary").unwrap()),
                 }),
             }],
             excluded: vec![ExcludedStatus {
@@ -302,7 +308,8 @@ mod tests {
         );
         assert!(
             text.contains(
-                "web: canary of deploy 3f2a1c: 10% of the traffic to the new containers (weights: web_1 100)"
+                "web: canary of deploy 3f2a1c: 10% of the traffic to the new containers (weights: web_1 100); \
+                 requests with header X-Canary go to the new containers"
             ),
             "{text}"
         );
