@@ -156,6 +156,67 @@ async fn a_good_version_is_promoted_step_by_step_without_a_lost_request() {
     );
 }
 
+/// Which container answered one request carrying `X-Canary`.
+async fn marked_request(teal: &Teal) -> String {
+    let head = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Canary: preview\r\nConnection: close\r\n\r\n";
+    let result = crate::http::exchange(teal.http, head, b"").await;
+    let body = crate::http::describe(&result);
+    body.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_header_sends_marked_requests_to_the_new_containers_at_every_step() {
+    let (deploy, teal, old, v2, load) = setup(&["VERSION=2"]).await;
+
+    let args = canary_args(&v2, "10,50", "3s", &["--canary-header", "X-Canary"]);
+    let rollout = spawn(&teal, &args);
+    // Once HAProxy loaded the rule (what the rollout waits for before its
+    // first step), every marked request reaches the new container.
+    let new = wait_for(CONVERGE, "the header rule in the config HAProxy loaded", || async {
+        let report = teal.report().await.ok()?;
+        let sticky = report.last_reload.as_ref()?.sticky_canaries.get("web")?;
+        assert_eq!(sticky.header.as_str(), "X-Canary");
+        let web = report.services.iter().find(|s| s.name == "web")?;
+        let new = web.servers.iter().find(|s| s.container_id != old)?;
+        (sticky.servers == [new.name.clone()]).then(|| new.container_id.clone())
+    })
+    .await;
+    let (mut marked, mut unmarked) = (Vec::new(), Vec::new());
+    for _ in 0..40 {
+        marked.push(marked_request(&teal).await);
+        let plain = crate::http::get(teal.http, "localhost", "/").await;
+        unmarked.push(
+            crate::http::describe(&plain)
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let (ok, output) = finish(rollout, &args).await;
+    more_requests(&load, 100).await;
+    let stats = load.stop().await;
+    eprintln!("{}", summary("canary with a header", &stats));
+    assert!(ok, "the canary failed:\n{output}");
+    assert_eq!(stats.failures, 0, "failed requests: {:?}", stats.errors);
+    assert!(
+        marked.iter().all(|by| by == short(&new)),
+        "a marked request reached another container than the new {}: {marked:?}",
+        short(&new)
+    );
+    // Unmarked requests still follow the weights: the old one served some.
+    assert!(unmarked.iter().any(|by| by == short(&old)), "{unmarked:?}");
+    assert!(output.contains("requests with header X-Canary"), "{output}");
+    // The rule ended with the canary: a reload without it.
+    canary_ended(&teal).await;
+    wait_until(CONVERGE, "the header rule gone from the loaded config", || async {
+        let report = teal.report().await.expect("GET /status");
+        report.last_reload.is_some_and(|r| r.sticky_canaries.is_empty())
+    })
+    .await;
+    assert_eq!(deploy.running().await, [new]);
+}
+
 /// The daemon has taken up the end of the canary (the rollout removed it
 /// from weights.json): label weights again.
 async fn canary_ended(teal: &Teal) {
@@ -283,6 +344,7 @@ async fn canary_weights_reach_haproxy_without_a_reload_and_survive_a_restart() {
         deploy: "abcdef".into(),
         old: vec![a.clone()],
         new_percent,
+        header: None,
     };
     teal::weights::store(state.path(), &web, Some(canary(10))).expect("weights.json");
     let at_10 = both([256, 28]);

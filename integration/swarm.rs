@@ -393,6 +393,12 @@ async fn teal_rollout_updates_a_swarm_service_and_rolls_a_broken_one_back() {
 
     let load = Load::start(([127, 0, 0, 1], deployed.port).into(), CLIENTS);
     wait_until(CONVERGE, "load is flowing", || async { load.requests() >= 100 }).await;
+    // Swarm starts the tasks: no weights of new against old to set.
+    let (ok, output) = deployed.rollout(&["website", "--canary", "10,100"]).await;
+    assert!(
+        !ok && output.contains("without --canary for Swarm's start-first update"),
+        "{output}"
+    );
     let (ok, output) = deployed.rollout(&["website"]).await;
     assert!(ok, "the rollout failed:\n{output}");
     assert!(

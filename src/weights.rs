@@ -258,7 +258,13 @@ mod tests {
         let sticky = CanaryWeights::parse(&file).unwrap().route(snapshot.clone());
         assert!(!routed.same_services(&sticky));
         let web = sticky.services.iter().find(|s| s.name.as_str() == "web").unwrap();
-        let new_name = web.servers.iter().find(|s| s.container_id.0 == id('b')).unwrap().name.clone();
+        let new_name = web
+            .servers
+            .iter()
+            .find(|s| s.container_id.0 == id('b'))
+            .unwrap()
+            .name
+            .clone();
         assert_eq!(web.sticky_canary().map(|s| s.servers), Some(vec![new_name]));
     }
 

@@ -128,9 +128,8 @@ pub struct HeaderName(String);
 
 impl HeaderName {
     pub fn parse(value: &str) -> Result<Self, String> {
-        let ok = !value.is_empty()
-            && value.len() <= 64
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let ok =
+            !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if ok {
             Ok(Self(value.to_owned()))
         } else {
@@ -178,7 +177,10 @@ impl Service {
     /// servers have a share; `None` otherwise. `use-server` names a server
     /// in the config, so a change of it takes a reload.
     pub fn sticky_canary(&self) -> Option<StickyCanary> {
-        let canary = self.canary.as_ref().filter(|c| c.new_percent > 0 && self.mode == Mode::Http)?;
+        let canary = self
+            .canary
+            .as_ref()
+            .filter(|c| c.new_percent > 0 && self.mode == Mode::Http)?;
         let header = canary.header.clone()?;
         let servers: Vec<String> = self
             .servers
@@ -569,7 +571,8 @@ impl Snapshot {
                 })
                 .collect()
         };
-        let sticky = |s: &Snapshot| -> Vec<Option<StickyCanary>> { s.services.iter().map(Service::sticky_canary).collect() };
+        let sticky =
+            |s: &Snapshot| -> Vec<Option<StickyCanary>> { s.services.iter().map(Service::sticky_canary).collect() };
         shape(self) == shape(next) && sticky(self) == sticky(next)
     }
 }

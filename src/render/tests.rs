@@ -337,7 +337,10 @@ fn a_canary_header_sends_marked_requests_to_the_new_servers() {
     snapshot.services[0].canary = Some(canary.clone());
     snapshot.services[0].controls.pause = Some(Pause { until: 1_800_000_000 });
     let text = render_snapshot(&snapshot);
-    let names: Vec<String> = snapshot.services[0].servers[1..].iter().map(|s| s.name.clone()).collect();
+    let names: Vec<String> = snapshot.services[0].servers[1..]
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     assert_eq!(
         lines_with(&text, "teal_canary"),
         [
@@ -347,11 +350,17 @@ fn a_canary_header_sends_marked_requests_to_the_new_servers() {
         ]
     );
     let paused = text.find("use-server teal_hold if { date lt").unwrap();
-    assert!(paused < text.find(&format!("use-server {}", names[0])).unwrap(), "{text}");
+    assert!(
+        paused < text.find(&format!("use-server {}", names[0])).unwrap(),
+        "{text}"
+    );
     if let Some(result) = super::tests_injection::haproxy_check(&text) {
         result.unwrap();
     }
     // At 0 % the new servers get nothing, marked or not.
-    snapshot.services[0].canary = Some(Canary { new_percent: 0, ..canary });
+    snapshot.services[0].canary = Some(Canary {
+        new_percent: 0,
+        ..canary
+    });
     assert!(lines_with(&render_snapshot(&snapshot), "teal_canary").is_empty());
 }

@@ -97,7 +97,10 @@ pub async fn run(settings: RolloutSettings) -> anyhow::Result<()> {
 
     if let Some(header) = settings.canary.as_ref().and_then(|c| c.header.as_ref()) {
         anyhow::ensure!(
-            report.services.iter().any(|s| s.name == service && s.mode == Mode::Http),
+            report
+                .services
+                .iter()
+                .any(|s| s.name == service && s.mode == Mode::Http),
             "--canary-header {header}: {service} is a tcp service, whose traffic has no headers; \
              drop --canary-header (weights alone work for tcp)"
         );
@@ -269,6 +272,9 @@ fn describe_canary(canary: &crate::settings::CanarySettings) {
         analysis::percent(canary.limits.max_error_rate),
         canary.limits.min_requests
     );
+    if let Some(header) = &canary.header {
+        println!("  requests with header {header} go to the new containers at every step (a reload sets the rule)");
+    }
 }
 
 fn sides<'a>(
