@@ -383,7 +383,7 @@ impl Lister {
             };
             let image_ports = match local {
                 Some(_) => Vec::new(),
-                None => self.image_ports(&service.spec.task_template.container_spec.image).await,
+                None => self.image_ports(task.image(service)).await,
             };
             if let Some(facts) = swarm_api::task_facts(service, task, node, local.as_ref(), &image_ports) {
                 if task.stopping() {

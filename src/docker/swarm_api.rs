@@ -79,6 +79,9 @@ pub struct Task {
     pub desired_state: String,
     #[serde(default)]
     pub networks_attachments: Vec<NetworkAttachment>,
+    /// The spec the task was made from: mid-update, not the service's.
+    #[serde(default)]
+    pub spec: TaskTemplate,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -186,6 +189,14 @@ impl Node {
 }
 
 impl Task {
+    /// The image the task runs: its own spec's (an old task keeps the image
+    /// it was made with while an update runs), else the service's.
+    pub fn image<'a>(&'a self, service: &'a Service) -> &'a str {
+        Some(self.spec.container_spec.image.as_str())
+            .filter(|image| !image.is_empty())
+            .unwrap_or(&service.spec.task_template.container_spec.image)
+    }
+
     pub fn container_id(&self) -> Option<&str> {
         self.status
             .container_status
@@ -259,7 +270,7 @@ pub fn task_facts(
         Some(slot) => slot.to_string(),
         None => task.node_id.clone(),
     };
-    let image = &service.spec.task_template.container_spec.image;
+    let image = task.image(service);
     let mut networks: Vec<NetworkAddress> = task
         .networks_attachments
         .iter()
@@ -465,6 +476,14 @@ mod tests {
         assert!(!task.stopping() && !task.in_flux());
         // Without the node listed, the task's node id stands in for its name.
         assert_eq!(facts.node.as_deref(), Some("g3eun6okpwi88c9qu93i7e2we"));
+        // Mid-update an old task keeps its own image.
+        let old: Task = serde_json::from_str(&TASK.replacen(
+            r#""DesiredState""#,
+            r#""Spec": {"ContainerSpec": {"Image": "app:1@sha256:0a1b"}}, "DesiredState""#,
+            1,
+        ))
+        .unwrap();
+        assert_eq!(task_facts(&service, &old, None, None, &[]).unwrap().image, "app:1");
     }
 
     // Trimmed from a Docker 20.10 manager's /nodes answer, a worker whose
