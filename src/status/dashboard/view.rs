@@ -289,6 +289,17 @@ impl<'a> ServiceView<'a> {
         if let Some(pause) = &service.controls.pause {
             badges.push(Cell::new(format!("paused until {}", unix_time(pause.until)), "warn"));
         }
+        if let Some(canary) = &service.canary {
+            let header = canary
+                .header
+                .as_ref()
+                .map(|h| format!(", header {h} to the new"))
+                .unwrap_or_default();
+            badges.push(Cell::new(
+                format!("canary {}: {}% to the new{header}", canary.deploy, canary.new_percent),
+                "warn",
+            ));
+        }
         if let Some(held) = service.held.filter(|h| h.holding > 0) {
             badges.push(Cell::new(format!("holding {}", held.holding), "warn"));
         }

@@ -188,6 +188,22 @@ fn maintenance_and_pause_show_as_badges() {
 }
 
 #[test]
+fn a_canary_shows_its_share_and_header() {
+    let mut report = report();
+    report.services[0].canary = Some(crate::model::Canary {
+        deploy: "3f2a1c".into(),
+        old: vec![],
+        new_percent: 10,
+        header: Some(crate::model::HeaderName::parse("X-Canary").unwrap()),
+    });
+    let html = Pages::default().live(&report, &TrafficNow::default(), &History::default(), at());
+    assert!(
+        html.contains("canary 3f2a1c: 10% to the new, header X-Canary to the new"),
+        "{html}"
+    );
+}
+
+#[test]
 fn deploy_reports_are_listed_newest_first() {
     let mut report = report();
     let deploy = |id: &str, outcome| crate::deploy::DeployReport {
