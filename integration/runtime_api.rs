@@ -248,7 +248,7 @@ fn plan_snapshot(servers: &[(&str, u8, u16, teal::model::ServerState)]) -> teal:
         })
         .collect();
     teal::model::Snapshot {
-        services: vec![teal::model::Service {
+        services: vec![std::sync::Arc::new(teal::model::Service {
             name: ServiceName::parse("web").unwrap(),
             mode: Mode::Http,
             hosts: Vec::new(),
@@ -266,7 +266,7 @@ fn plan_snapshot(servers: &[(&str, u8, u16, teal::model::ServerState)]) -> teal:
             slots: None,
             controls: Default::default(),
             canary: None,
-        }],
+        })],
         excluded: Vec::new(),
     }
 }

@@ -14,8 +14,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::model::{ServerState, Snapshot};
+use crate::model::{ServerState, Service, Snapshot};
 use crate::state_file::{self, Choice, StateFileError};
 
 /// Container id -> its name when it was drained.
@@ -46,7 +47,10 @@ impl Choice for Drained {
 
     /// Every drained container's server in the `drain` state. Pure.
     fn route(&self, mut snapshot: Snapshot) -> Snapshot {
-        let servers = snapshot.services.iter_mut().flat_map(|s| s.servers.iter_mut());
+        // Only the services with a drained server are copied.
+        let drains = |s: &Service| s.servers.iter().any(|s| self.contains(&s.container_id.0));
+        let services = snapshot.services.iter_mut().filter(|s| drains(s)).map(Arc::make_mut);
+        let servers = services.flat_map(|s| s.servers.iter_mut());
         for server in servers.filter(|s| self.contains(&s.container_id.0)) {
             server.drained = true;
             server.state = ServerState::Drain;

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::model::labels::{ServiceName, Slot};
 use crate::model::{Excluded, Server, Service, SlotRouting, Snapshot};
@@ -50,6 +51,7 @@ impl Choice for LiveSlots {
             if service.servers.iter().all(|s| s.slot.is_none()) {
                 continue;
             }
+            let service = Arc::make_mut(service);
             let live_slot = self.live(&service.name);
             let (on_preview, on_live): (Vec<Server>, Vec<Server>) = std::mem::take(&mut service.servers)
                 .into_iter()
@@ -70,7 +72,7 @@ impl Choice for LiveSlots {
                 }
             });
             match name {
-                Ok(name) => previews.push(Service {
+                Ok(name) => previews.push(Arc::new(Service {
                     name,
                     servers: on_preview,
                     slots: Some(SlotRouting {
@@ -78,7 +80,7 @@ impl Choice for LiveSlots {
                         preview_of: Some(service.name.clone()),
                     }),
                     ..service.clone()
-                }),
+                })),
                 Err(reason) => snapshot.excluded.extend(on_preview.into_iter().map(|s| Excluded {
                     container_id: s.container_id,
                     container_name: s.container_name,
@@ -198,10 +200,10 @@ mod tests {
     #[test]
     fn a_taken_preview_name_leaves_preview_servers_out() {
         let mut snap = snapshot(&[("a", Some("blue")), ("b", Some("green"))]);
-        let mut other = snap.services[0].clone();
+        let mut other = Service::clone(&snap.services[0]);
         other.name = ServiceName::parse("web_preview").unwrap();
         other.servers.clear();
-        snap.services.push(other);
+        snap.services.push(Arc::new(other));
         let routed = LiveSlots::default().route(snap);
         assert_eq!(routed.excluded.len(), 1);
         assert!(
@@ -215,7 +217,8 @@ mod tests {
     fn the_preview_listener_gets_the_other_slot_with_the_same_routes() {
         use crate::render::{Context, ContextSettings, Renderer, DEFAULT_TEMPLATE};
         let mut snap = snapshot(&[("a", Some("blue")), ("b", Some("green"))]);
-        snap.services[0].hosts = vec![crate::model::labels::HostName::parse("shop.example").unwrap()];
+        Arc::make_mut(&mut snap.services[0]).hosts =
+            vec![crate::model::labels::HostName::parse("shop.example").unwrap()];
         let routed = LiveSlots::default().route(snap);
         let settings = crate::settings::Settings {
             preview_bind: Some("127.0.0.1:8081".parse().unwrap()),

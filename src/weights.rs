@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -59,6 +60,7 @@ impl Choice for CanaryWeights {
             let Some(canary) = self.0.get(&service.name) else {
                 continue;
             };
+            let service = Arc::make_mut(service);
             let sides: Vec<(bool, u16)> = service.servers.iter().map(|s| (canary.is_new(s), s.weight)).collect();
             for (server, weight) in service.servers.iter_mut().zip(weights(&sides, canary.new_percent)) {
                 server.weight = weight;

@@ -19,6 +19,7 @@ pub mod command;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::apply::write_atomic;
@@ -116,7 +117,11 @@ impl ServiceControls {
     fn route_at(&self, mut snapshot: Snapshot, now: u64) -> Snapshot {
         let current = self.current(now);
         for service in snapshot.services.iter_mut().filter(|s| s.mode == Mode::Http) {
-            service.controls = current.of(&service.name);
+            let controls = current.of(&service.name);
+            // Only the services whose controls change are copied.
+            if service.controls != controls {
+                Arc::make_mut(service).controls = controls;
+            }
         }
         snapshot
     }

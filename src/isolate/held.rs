@@ -2,6 +2,7 @@
 //! input is tried again, with a growing wait between tries.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,7 +22,7 @@ pub struct Held {
 #[derive(Debug)]
 struct HeldService {
     /// The form HAProxy refused.
-    form: Service,
+    form: Arc<Service>,
     reason: String,
     refusals: u32,
     retry_at: Instant,
@@ -104,7 +105,7 @@ impl Held {
     }
 }
 
-fn refused(form: &Service, refusal: &Refusal, refusals: u32, now: Instant) -> HeldService {
+fn refused(form: &Arc<Service>, refusal: &Refusal, refusals: u32, now: Instant) -> HeldService {
     let wait = FIRST_RETRY
         .saturating_mul(1 << (refusals - 1).min(16))
         .min(LONGEST_RETRY);

@@ -12,6 +12,7 @@ mod preflight;
 mod verdicts;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -220,7 +221,7 @@ fn changed_services(good: &Snapshot, next: &Snapshot) -> Vec<ServiceName> {
         .collect()
 }
 
-fn by_name(snapshot: &Snapshot) -> BTreeMap<&ServiceName, &Service> {
+fn by_name(snapshot: &Snapshot) -> BTreeMap<&ServiceName, &Arc<Service>> {
     snapshot.services.iter().map(|s| (&s.name, s)).collect()
 }
 
@@ -237,7 +238,7 @@ pub fn candidate(good: &Snapshot, next: &Snapshot, take: &BTreeSet<ServiceName>)
             } else {
                 before.get(name)
             };
-            form.map(|s| (*s).clone())
+            form.map(|s| Arc::clone(s))
         })
         .collect();
     Snapshot {
@@ -280,8 +281,13 @@ pub fn as_served(snapshot: &Snapshot, refusals: &Refusals) -> Snapshot {
     let out: BTreeSet<_> = refusals.excluded.iter().map(|e| &e.container_id).collect();
     let refused: BTreeSet<&str> = refusals.services.iter().map(|r| r.service.as_str()).collect();
     let mut served = snapshot.clone();
+    // Only the services that lose a server are copied.
     for service in &mut served.services {
-        service.servers.retain(|s| !out.contains(&s.container_id));
+        if service.servers.iter().any(|s| out.contains(&s.container_id)) {
+            Arc::make_mut(service)
+                .servers
+                .retain(|s| !out.contains(&s.container_id));
+        }
     }
     served
         .services

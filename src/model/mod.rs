@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -141,18 +141,10 @@ struct Tracked {
     /// rather than at every snapshot (at 10,000 containers, three quarters
     /// of building one).
     parsed: OnceLock<(String, snapshot::Parsed)>,
-}
-
-impl Tracked {
-    fn new(facts: ContainerFacts, draining: bool, stopped: bool, source: Source) -> Self {
-        Self {
-            facts,
-            draining,
-            stopped,
-            source,
-            parsed: OnceLock::new(),
-        }
-    }
+    /// Unique to this container in this state: a new one at each change to
+    /// the fields above, so a snapshot rebuilds only the services whose
+    /// members' stamps changed.
+    stamp: u64,
 }
 
 /// Every container that carries the service label, by id: running ones,
@@ -161,6 +153,12 @@ impl Tracked {
 #[derive(Debug, Default)]
 pub struct Inventory {
     containers: BTreeMap<ContainerId, Tracked>,
+    /// The last stamp given out.
+    stamp: u64,
+    /// The services of the last snapshot, shared with the next while their
+    /// members are the same. Behind a lock because a snapshot only reads the
+    /// inventory.
+    built: Mutex<snapshot::Built>,
 }
 
 pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
@@ -185,29 +183,33 @@ impl Inventory {
             ContainerUpdate::Upsert(facts) if self.owned_by_swarm(&facts.id) => false,
             ContainerUpdate::Upsert(facts) if !facts.running => self.not_running(facts),
             ContainerUpdate::Upsert(facts) => {
-                let draining = self
-                    .containers
-                    .get(&facts.id)
-                    .is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
-                let next = Tracked::new(facts, draining, false, Source::Containers);
-                let changed = self
-                    .containers
-                    .get(&next.facts.id)
-                    .is_none_or(|t| t.facts != next.facts || t.draining != next.draining || t.stopped);
-                self.containers.insert(next.facts.id.clone(), next);
+                let known = self.containers.get(&facts.id);
+                let draining = known.is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
+                let changed = known.is_none_or(|t| t.facts != facts || t.draining != draining || t.stopped);
+                if changed {
+                    let next = self.tracked(facts, draining, false, Source::Containers);
+                    self.containers.insert(next.facts.id.clone(), next);
+                }
                 changed
             }
-            ContainerUpdate::Drain(id) => match self.containers.get_mut(&id) {
-                Some(t) if !t.draining => {
-                    t.draining = true;
-                    true
+            ContainerUpdate::Drain(id) => {
+                let stamp = self.stamp + 1;
+                match self.containers.get_mut(&id) {
+                    Some(t) if !t.draining => {
+                        t.draining = true;
+                        t.stamp = stamp;
+                        self.stamp = stamp;
+                        true
+                    }
+                    _ => false,
                 }
-                _ => false,
-            },
+            }
             ContainerUpdate::Stopped(id) => match self.containers.get_mut(&id) {
                 Some(t) if !t.stopped && t.source == Source::Containers => {
                     t.stopped = true;
                     t.draining = false;
+                    self.stamp += 1;
+                    t.stamp = self.stamp;
                     true
                 }
                 Some(t) if t.source == Source::Swarm => self.containers.remove(&id).is_some(),
@@ -228,6 +230,8 @@ impl Inventory {
             t.facts = facts;
             t.stopped = true;
             t.draining = false;
+            self.stamp += 1;
+            t.stamp = self.stamp;
             return changed;
         }
         // Created beside a container of the same compose service: compose
@@ -237,9 +241,22 @@ impl Inventory {
         if !self.has_compose_sibling(&facts) {
             return false;
         }
-        let tracked = Tracked::new(facts, false, true, Source::Containers);
+        let tracked = self.tracked(facts, false, true, Source::Containers);
         self.containers.insert(tracked.facts.id.clone(), tracked);
         true
+    }
+
+    /// A container in a new state, with a new stamp.
+    fn tracked(&mut self, facts: ContainerFacts, draining: bool, stopped: bool, source: Source) -> Tracked {
+        self.stamp += 1;
+        Tracked {
+            facts,
+            draining,
+            stopped,
+            source,
+            parsed: OnceLock::new(),
+            stamp: self.stamp,
+        }
     }
 
     /// Whether a container of the same compose project and service is known.
@@ -269,11 +286,15 @@ impl Inventory {
                 }
                 None => {}
             }
-            let draining = before
-                .get(&facts.id)
-                .is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
-            self.containers
-                .insert(facts.id.clone(), Tracked::new(facts, draining, false, source));
+            let known = before.get(&facts.id);
+            let draining = known.is_some_and(|t| t.draining && t.facts.started_at == facts.started_at);
+            // The same container in the same state keeps its stamp (and
+            // parsed labels): a resync rebuilds only what it changed.
+            let tracked = match known {
+                Some(t) if t.facts == facts && t.draining == draining && !t.stopped && t.source == source => t.clone(),
+                _ => self.tracked(facts, draining, false, source),
+            };
+            self.containers.insert(tracked.facts.id.clone(), tracked);
         }
         for (id, tracked) in kept {
             self.containers.insert(id.clone(), tracked.clone());
@@ -306,9 +327,16 @@ impl Inventory {
                 true => Cow::Borrowed(parsed),
                 false => Cow::Owned(labels::parse(prefix, &t.facts.labels)),
             };
-            (&t.facts, parsed, t.draining, t.stopped)
+            snapshot::Input {
+                facts: &t.facts,
+                parsed,
+                draining: t.draining,
+                stopped: t.stopped,
+                stamp: t.stamp,
+            }
         });
-        snapshot::build(containers, scope)
+        let mut built = self.built.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        snapshot::build(containers, scope, &mut built)
     }
 }
 

@@ -1,10 +1,11 @@
 //! Containers -> services and servers: the plain value everything downstream reads.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -236,95 +237,163 @@ pub struct Excluded {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Sorted by name.
-    pub services: Vec<Service>,
+    /// Sorted by name. Shared between snapshots while unchanged: a change
+    /// to one container rebuilds one service, and what compares snapshots
+    /// (the render's cache, [`Snapshot::changes`]) skips a shared one.
+    pub services: Vec<Arc<Service>>,
     pub excluded: Vec<Excluded>,
 }
 
 /// What labels::parse made of a container's labels.
 pub(super) type Parsed = Result<Option<ServiceLabels>, labels::LabelError>;
 
-/// `containers`: each with its parsed labels, whether it is draining and
-/// whether it stopped.
-pub(super) fn build<'a>(
-    containers: impl Iterator<Item = (&'a ContainerFacts, Cow<'a, Parsed>, bool, bool)>,
-    scope: &Scope,
-) -> Snapshot {
+/// One container as [`build`] reads it.
+pub(super) struct Input<'a> {
+    pub facts: &'a ContainerFacts,
+    pub parsed: Cow<'a, Parsed>,
+    pub draining: bool,
+    pub stopped: bool,
+    /// Changes whenever any of the above does (see `Tracked::stamp`).
+    pub stamp: u64,
+}
+
+/// What the last [`build`] made of each service, kept for the next one to
+/// share while the service's members are the same: at 10,000 containers,
+/// building every server at each change was most of teal's CPU time.
+#[derive(Debug, Default)]
+pub(super) struct Built {
+    /// The scope the services were built for; another one builds anew.
+    scope: Option<Scope>,
+    services: HashMap<ServiceName, BuiltService>,
+}
+
+#[derive(Debug)]
+struct BuiltService {
+    /// Its members' stamps, in container id order: the same list, the same
+    /// members in the same states.
+    stamps: Vec<u64>,
+    service: Arc<Service>,
+    /// Its members HAProxy cannot reach, and why.
+    excluded: Vec<Excluded>,
+}
+
+/// `containers`, in container id order. Services whose members did not
+/// change since the last build (kept in `built`) are shared, not rebuilt.
+pub(super) fn build<'a>(containers: impl Iterator<Item = Input<'a>>, scope: &Scope, built: &mut Built) -> Snapshot {
+    if built.scope.as_ref() != Some(scope) {
+        *built = Built {
+            scope: Some(scope.clone()),
+            services: HashMap::new(),
+        };
+    }
     // A member without a server is a container whose labels are fine but
     // that HAProxy cannot reach: it keeps its service (and routes) alive, so
     // requests get a 503 rather than another service's answer or a 404.
-    let mut by_service: BTreeMap<ServiceName, Vec<Member>> = BTreeMap::new();
-    let mut excluded = Vec::new();
     // A stopped container is a member without a server too, for as long as
     // it exists: its service is between containers, and requests are held.
-    for (facts, parsed, draining, stopped) in containers {
-        if let Err(error) = parsed.as_ref() {
+    let mut by_service: BTreeMap<ServiceName, Vec<Member>> = BTreeMap::new();
+    let mut excluded = Vec::new();
+    for input in containers {
+        let facts = input.facts;
+        if let Err(error) = input.parsed.as_ref() {
             excluded.push(exclude(facts, error.to_string()));
             continue;
         }
-        let parsed = match parsed {
+        let labels = match input.parsed {
             Cow::Borrowed(Ok(Some(parsed))) => Cow::Borrowed(parsed),
             Cow::Owned(Ok(Some(parsed))) => Cow::Owned(parsed),
             _ => continue,
         };
-        let server = match server(facts, &parsed, draining, scope) {
-            _ if stopped => None,
-            Ok(server) => Some(server),
-            Err(reason) => {
-                excluded.push(exclude(facts, reason));
-                None
-            }
-        };
-        by_service.entry(parsed.service.clone()).or_default().push(Member {
+        let member = Member {
             facts,
-            labels: parsed,
-            routed: server.is_some(),
-            server,
-        });
+            labels,
+            draining: input.draining,
+            stopped: input.stopped,
+            stamp: input.stamp,
+        };
+        match by_service.get_mut(&member.labels.service) {
+            Some(members) => members.push(member),
+            None => {
+                by_service.insert(member.labels.service.clone(), vec![member]);
+            }
+        }
     }
 
-    let mut services = Vec::new();
-    for (name, mut members) in by_service {
-        // Service-wide settings follow the newest container: during a rollout
-        // the new version's labels are the ones being deployed.
-        members.sort_by(|a, b| b.facts.created.cmp(&a.facts.created));
-        let mut servers: Vec<Server> = members.iter_mut().filter_map(|m| m.server.take()).collect();
-        let newest = &members[0].labels;
-        servers.sort_by(|a, b| a.name.cmp(&b.name));
-        services.push((
-            Service {
-                name,
-                mode: newest.mode,
-                hosts: newest.hosts.clone(),
-                path: newest.path.clone(),
-                listen: newest.listen,
-                balance: newest.balance,
-                health: newest.health.clone(),
-                https_redirect: newest.https_redirect,
-                acme: newest.acme,
-                hold: newest.hold,
-                servers,
-                slots: None,
-                controls: Controls::default(),
-                canary: None,
-            },
-            members,
-        ));
+    let mut kept = HashMap::with_capacity(by_service.len());
+    let mut services = Vec::with_capacity(by_service.len());
+    for (name, members) in by_service {
+        let stamps: Vec<u64> = members.iter().map(|m| m.stamp).collect();
+        let entry = match built.services.remove(&name) {
+            Some(entry) if entry.stamps == stamps => entry,
+            _ => build_service(name.clone(), &members, stamps, scope),
+        };
+        excluded.extend(entry.excluded.iter().cloned());
+        services.push((entry.service.clone(), members));
+        kept.insert(name, entry);
     }
+    // Services no longer there are dropped with the old map.
+    built.services = kept;
     let services = assign_listen_ports(services, scope, &mut excluded);
     excluded.sort_by(|a, b| a.container_name.cmp(&b.container_name));
     Snapshot { services, excluded }
 }
 
+/// The service of `members` (in container id order).
+fn build_service(name: ServiceName, members: &[Member], stamps: Vec<u64>, scope: &Scope) -> BuiltService {
+    let mut excluded = Vec::new();
+    let mut servers = Vec::new();
+    for member in members.iter().filter(|m| !m.stopped) {
+        match server(member.facts, &member.labels, member.draining, scope) {
+            Ok(server) => servers.push(server),
+            Err(reason) => excluded.push(exclude(member.facts, reason)),
+        }
+    }
+    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    // Service-wide settings follow the newest container (of those created
+    // at once, the first by id): during a rollout the new version's labels
+    // are the ones being deployed.
+    let newest = members
+        .iter()
+        .reduce(|newest, m| {
+            if m.facts.created > newest.facts.created {
+                m
+            } else {
+                newest
+            }
+        })
+        .map(|m| &m.labels)
+        .expect("a service has members");
+    let service = Service {
+        name,
+        mode: newest.mode,
+        hosts: newest.hosts.clone(),
+        path: newest.path.clone(),
+        listen: newest.listen,
+        balance: newest.balance,
+        health: newest.health.clone(),
+        https_redirect: newest.https_redirect,
+        acme: newest.acme,
+        hold: newest.hold,
+        servers,
+        slots: None,
+        controls: Controls::default(),
+        canary: None,
+    };
+    BuiltService {
+        stamps,
+        service: Arc::new(service),
+        excluded,
+    }
+}
+
 struct Member<'a> {
     facts: &'a ContainerFacts,
     labels: Cow<'a, ServiceLabels>,
-    /// Moved into its service once the members are sorted.
-    server: Option<Server>,
-    /// It had a server.
-    routed: bool,
+    draining: bool,
+    stopped: bool,
+    stamp: u64,
 }
 
 fn exclude(facts: &ContainerFacts, reason: String) -> Excluded {
@@ -340,11 +409,11 @@ fn exclude(facts: &ContainerFacts, reason: String) -> Excluded {
 /// SO_REUSEPORT, split connections between them). The service that had the
 /// port first (oldest container) keeps it; the others are left out whole.
 fn assign_listen_ports(
-    services: Vec<(Service, Vec<Member>)>,
+    services: Vec<(Arc<Service>, Vec<Member>)>,
     scope: &Scope,
     excluded: &mut Vec<Excluded>,
-) -> Vec<Service> {
-    let oldest = |members: &[Member]| members.iter().map(|m| m.facts.created.clone()).min();
+) -> Vec<Arc<Service>> {
+    let oldest = |members: &[Member]| members.iter().map(|m| &m.facts.created).min().cloned();
     let mut owners: BTreeMap<u16, (Option<String>, ServiceName)> = BTreeMap::new();
     for (service, members) in &services {
         if let (Mode::Tcp, Some(port)) = (service.mode, service.listen) {
@@ -360,7 +429,7 @@ fn assign_listen_ports(
     }
     let prefix = &scope.label_prefix;
     let mut kept = Vec::new();
-    for (service, members) in services {
+    for (service, _) in services {
         let refused = match (service.mode, service.listen) {
             (Mode::Tcp, Some(port)) if scope.frontend_ports.contains(&port) => Some(format!(
                 "{prefix}.listen={port} is a port of teal's own listeners (--http-bind, --https-bind, --preview-bind, --status-bind)"
@@ -373,12 +442,12 @@ fn assign_listen_ports(
         };
         match refused {
             None => kept.push(service),
-            Some(reason) => excluded.extend(
-                members
-                    .iter()
-                    .filter(|m| m.routed)
-                    .map(|m| exclude(m.facts, reason.clone())),
-            ),
+            // Its servers are the members it routed.
+            Some(reason) => excluded.extend(service.servers.iter().map(|s| Excluded {
+                container_id: s.container_id.clone(),
+                container_name: s.container_name.clone(),
+                reason: reason.clone(),
+            })),
         }
     }
     kept
@@ -511,28 +580,42 @@ pub enum Change<'a> {
 }
 
 impl Snapshot {
-    /// What changed from `self` to `next`, server by server.
+    /// What changed from `self` to `next`, server by server: added and
+    /// updated servers by service and name, then removed ones, then newly
+    /// excluded containers. A service both share (the same `Arc`) did not
+    /// change and is skipped: at 10,000 servers, comparing them all at each
+    /// snapshot was most of the model owner's time.
     pub fn changes<'a>(&'a self, next: &'a Snapshot) -> Vec<Change<'a>> {
-        let servers = |s: &'a Snapshot| -> BTreeMap<(&'a ServiceName, &'a str), &'a Server> {
-            s.services
-                .iter()
-                .flat_map(|svc| svc.servers.iter().map(move |srv| ((&svc.name, srv.name.as_str()), srv)))
-                .collect()
+        let by_name = |s: &'a Snapshot| -> BTreeMap<&'a ServiceName, &'a Arc<Service>> {
+            s.services.iter().map(|svc| (&svc.name, svc)).collect()
         };
-        let (before, after) = (servers(self), servers(next));
+        let (before, after) = (by_name(self), by_name(next));
+        let servers = |svc: Option<&&'a Arc<Service>>| -> BTreeMap<&'a str, &'a Server> {
+            let servers = svc.into_iter().flat_map(|svc| svc.servers.iter());
+            servers.map(|srv| (srv.name.as_str(), srv)).collect()
+        };
         let mut changes = Vec::new();
-        for (&(service, name), &server) in &after {
-            match before.get(&(service, name)) {
-                None => changes.push(Change::ServerAdded { service, server }),
-                Some(&was) if was != server => changes.push(Change::ServerUpdated { service, server, was }),
-                Some(_) => {}
+        let mut removed = Vec::new();
+        let names: BTreeSet<&'a ServiceName> = before.keys().chain(after.keys()).copied().collect();
+        for service in names {
+            let (was, now) = (before.get(service), after.get(service));
+            if let (Some(was), Some(now)) = (was, now) {
+                if Arc::ptr_eq(was, now) {
+                    continue;
+                }
             }
-        }
-        for (&(service, name), &server) in &before {
-            if !after.contains_key(&(service, name)) {
-                changes.push(Change::ServerRemoved { service, server });
+            let (was, now) = (servers(was), servers(now));
+            for (name, &server) in &now {
+                match was.get(name) {
+                    None => changes.push(Change::ServerAdded { service, server }),
+                    Some(&was) if was != server => changes.push(Change::ServerUpdated { service, server, was }),
+                    Some(_) => {}
+                }
             }
+            let gone = was.iter().filter(|(name, _)| !now.contains_key(*name));
+            removed.extend(gone.map(|(_, &server)| Change::ServerRemoved { service, server }));
         }
+        changes.append(&mut removed);
         for excluded in &next.excluded {
             if !self.excluded.contains(excluded) {
                 changes.push(Change::ContainerExcluded(excluded));
@@ -560,19 +643,44 @@ impl Snapshot {
     /// remove and change servers without a reload. A canary header's rule
     /// names its servers, so it counts as a setting.
     pub fn same_services(&self, next: &Snapshot) -> bool {
-        let shape = |s: &Snapshot| -> Vec<Service> {
-            s.services
-                .iter()
-                .map(|svc| Service {
-                    servers: Vec::new(),
-                    // Weights, which the runtime API sets.
-                    canary: None,
-                    ..svc.clone()
-                })
-                .collect()
-        };
-        let sticky =
-            |s: &Snapshot| -> Vec<Option<StickyCanary>> { s.services.iter().map(Service::sticky_canary).collect() };
-        shape(self) == shape(next) && sticky(self) == sticky(next)
+        self.services.len() == next.services.len()
+            && (self.services.iter().zip(&next.services))
+                .all(|(a, b)| Arc::ptr_eq(a, b) || (a.same_settings(b) && a.sticky_canary() == b.sticky_canary()))
+    }
+}
+
+impl Service {
+    /// Equal but for the servers and the canary (weights, which the
+    /// runtime API sets). Every field is named, so a new one is not
+    /// forgotten here.
+    fn same_settings(&self, other: &Service) -> bool {
+        let Service {
+            name,
+            mode,
+            hosts,
+            path,
+            listen,
+            balance,
+            health,
+            https_redirect,
+            acme,
+            hold,
+            servers: _,
+            slots,
+            controls,
+            canary: _,
+        } = self;
+        *name == other.name
+            && *mode == other.mode
+            && *hosts == other.hosts
+            && *path == other.path
+            && *listen == other.listen
+            && *balance == other.balance
+            && *health == other.health
+            && *https_redirect == other.https_redirect
+            && *acme == other.acme
+            && *hold == other.hold
+            && *slots == other.slots
+            && *controls == other.controls
     }
 }

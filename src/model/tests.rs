@@ -1,5 +1,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::*;
 
@@ -463,4 +464,50 @@ fn only_the_labels_teal_reads_are_kept() {
     assert!(!reads_label("teal", "tealx.service"));
     assert!(!reads_label("teal", "com.docker.compose.config-hash"));
     assert!(!reads_label("other", "teal.service"));
+}
+
+/// The snapshot built from scratch, without the services kept from the last one.
+fn built_anew(inv: &Inventory) -> Snapshot {
+    *inv.built.lock().unwrap() = snapshot::Built::default();
+    inv.snapshot(&scope())
+}
+
+#[test]
+fn a_change_rebuilds_only_its_service_and_builds_the_same() {
+    let mut inv = Inventory::default();
+    let (a, b, c) = (
+        facts("a", "web", "10.0.0.2"),
+        facts("bb", "web", "10.0.0.3"),
+        facts("c", "api", "10.0.0.4"),
+    );
+    inv.apply(ContainerUpdate::Resync(vec![a.clone(), b.clone(), c.clone()]));
+    let mut last = inv.snapshot(&scope());
+    let starting = ContainerFacts {
+        health: Health::Starting,
+        ..facts("d", "web", "10.0.0.5")
+    };
+    let updates = [
+        ContainerUpdate::Drain(a.id.clone()),
+        ContainerUpdate::Upsert(starting.clone()),
+        ContainerUpdate::Upsert(ContainerFacts {
+            health: Health::Healthy,
+            ..starting
+        }),
+        ContainerUpdate::Stopped(a.id.clone()),
+        ContainerUpdate::Upsert(ContainerFacts { running: false, ..b }),
+        ContainerUpdate::Remove(a.id.clone()),
+        ContainerUpdate::Resync(vec![c.clone(), facts("e", "web", "10.0.0.6")]),
+    ];
+    for update in updates {
+        assert!(inv.apply(update.clone()), "{update:?}");
+        let next = inv.snapshot(&scope());
+        assert_eq!(next, built_anew(&inv), "after {update:?}");
+        let api = |s: &Snapshot| s.services.iter().find(|s| s.name.as_str() == "api").cloned().unwrap();
+        assert!(Arc::ptr_eq(&api(&last), &api(&next)), "api rebuilt after {update:?}");
+        assert!(
+            !Arc::ptr_eq(&last.services[1], &next.services[1]),
+            "web kept after {update:?}"
+        );
+        last = inv.snapshot(&scope());
+    }
 }

@@ -20,7 +20,7 @@ pub fn plan(before: &Snapshot, after: &Snapshot) -> Option<Vec<Command>> {
             .services
             .iter()
             .find(|s| &s.name == service)
-            .map(ServerDefaults::of)
+            .map(|s| ServerDefaults::of(s))
     };
     let target = |service: &str, server: &Server| Target {
         backend: service.to_owned(),

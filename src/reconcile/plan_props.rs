@@ -154,7 +154,7 @@ fn snapshot_strategy() -> impl Strategy<Value = Snapshot> {
             }
         }
         Snapshot {
-            services,
+            services: services.into_iter().map(std::sync::Arc::new).collect(),
             excluded: Vec::new(),
         }
     })

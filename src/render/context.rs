@@ -2,6 +2,7 @@
 //! (printed by `teal render --context`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -325,8 +326,8 @@ impl<'a> Context<'a> {
 
     /// Everything but `services`, which is left empty.
     pub(super) fn frame(settings: &'a ContextSettings, snapshot: &'a Snapshot) -> Self {
-        let live = snapshot.services.iter().filter(|s| !is_preview(s));
-        let preview = snapshot.services.iter().filter(|s| is_preview(s));
+        let live = snapshot.services.iter().map(Arc::as_ref).filter(|s| !is_preview(s));
+        let preview = snapshot.services.iter().map(Arc::as_ref).filter(|s| is_preview(s));
         // Redirect only to an HTTPS listener that has a certificate for the name.
         let https = Https {
             certificates: settings.tls.as_ref().is_some_and(|t| !t.certificates.is_empty()),

@@ -74,7 +74,7 @@ mod tests {
     fn render_context_shows_them_per_service_and_server() {
         use crate::reconcile::tests::{context_settings, snapshot};
         let mut snapshot = snapshot(&[("a", "web"), ("bb", "web")]);
-        snapshot.services[0].servers[1].state = ServerState::Drain;
+        std::sync::Arc::make_mut(&mut snapshot.services[0]).servers[1].state = ServerState::Drain;
         let settings = context_settings();
         let json = serde_json::to_value(crate::render::Context::new(&settings, &snapshot)).unwrap();
         let web = &json["services"][0];

@@ -13,7 +13,7 @@
 //! render that fails here, so its error is the whole template's.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use handlebars::template::{Parameter, Template, TemplateElement};
 use handlebars::{BlockContext, Handlebars, Path, PathSeg, RenderContext, Renderable, StringOutput};
@@ -135,9 +135,11 @@ fn reads_services(elements: &[TemplateElement]) -> bool {
     elements.iter().any(element)
 }
 
-/// One service's text, and what it was rendered from.
+/// One service's text, and what it was rendered from (shared with the
+/// snapshot: the next one usually holds the same `Arc`, which is then not
+/// compared server by server).
 struct Rendered {
-    service: Service,
+    service: Arc<Service>,
     index: usize,
     last: bool,
     text: String,
@@ -177,10 +179,9 @@ impl Split {
         let mut rendered = Vec::with_capacity(count);
         for (index, service) in snapshot.services.iter().enumerate() {
             let last = index + 1 == count;
-            let kept = cache
-                .services
-                .remove(&service.name)
-                .filter(|r| r.index == index && r.last == last && r.service == *service);
+            let kept = cache.services.remove(&service.name).filter(|r| {
+                r.index == index && r.last == last && (Arc::ptr_eq(&r.service, service) || r.service == *service)
+            });
             let entry = match kept {
                 Some(entry) => entry,
                 None => Rendered {

@@ -154,8 +154,8 @@ fn maintenance_answers_the_page_and_a_pause_holds_every_request_until_it_ends() 
         with(facts("b", "api", "10.0.0.3"), &[("hold", "0"), ("host", "api.example")]),
     ]));
     let mut snapshot = inventory.snapshot(&scope());
-    snapshot.services[0].controls.pause = Some(Pause { until: 1_800_000_000 });
-    snapshot.services[1].controls.maintenance = Some(Maintenance {
+    std::sync::Arc::make_mut(&mut snapshot.services[0]).controls.pause = Some(Pause { until: 1_800_000_000 });
+    std::sync::Arc::make_mut(&mut snapshot.services[1]).controls.maintenance = Some(Maintenance {
         message: "back soon".into(),
         since: 1_700_000_000,
     });
@@ -306,7 +306,7 @@ fn the_largest_values_labels_allow_pass_haproxy() {
     let web = with(facts("a", "web", "10.0.0.2"), &[("host", &names.join(","))]);
     inventory.apply(ContainerUpdate::Resync(vec![web]));
     let mut snapshot = inventory.snapshot(&scope());
-    snapshot.services[0]
+    std::sync::Arc::make_mut(&mut snapshot.services[0])
         .hosts
         .push(crate::model::labels::HostName::parse("one-more.example").unwrap());
     if let Some(result) = super::tests_injection::haproxy_check(&render_snapshot(&snapshot)) {
@@ -334,8 +334,8 @@ fn a_canary_header_sends_marked_requests_to_the_new_servers() {
         new_percent: 10,
         header: Some(HeaderName::parse("X-Canary").unwrap()),
     };
-    snapshot.services[0].canary = Some(canary.clone());
-    snapshot.services[0].controls.pause = Some(Pause { until: 1_800_000_000 });
+    std::sync::Arc::make_mut(&mut snapshot.services[0]).canary = Some(canary.clone());
+    std::sync::Arc::make_mut(&mut snapshot.services[0]).controls.pause = Some(Pause { until: 1_800_000_000 });
     let text = render_snapshot(&snapshot);
     let names: Vec<String> = snapshot.services[0].servers[1..]
         .iter()
@@ -358,7 +358,7 @@ fn a_canary_header_sends_marked_requests_to_the_new_servers() {
         result.unwrap();
     }
     // At 0 % the new servers get nothing, marked or not.
-    snapshot.services[0].canary = Some(Canary {
+    std::sync::Arc::make_mut(&mut snapshot.services[0]).canary = Some(Canary {
         new_percent: 0,
         ..canary
     });

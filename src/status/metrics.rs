@@ -7,10 +7,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::held::HeldRequests;
-use crate::model::Snapshot;
+use crate::model::{ServerState, Snapshot};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -289,14 +289,20 @@ impl Metrics {
 
     pub fn observe_snapshot(&self, snapshot: &Snapshot) {
         self.servers.clear();
+        // Counted per service first: one set of labels per service and
+        // state, not one per server (10,000 at scale, at every snapshot).
         for service in &snapshot.services {
+            let mut by_state: BTreeMap<ServerState, i64> = BTreeMap::new();
             for server in &service.servers {
+                *by_state.entry(server.state).or_default() += 1;
+            }
+            for (state, count) in by_state {
                 self.servers
                     .get_or_create(&ServerLabels {
                         service: service.name.to_string(),
-                        state: server.state.to_string(),
+                        state: state.to_string(),
                     })
-                    .inc();
+                    .set(count);
             }
         }
     }
