@@ -50,6 +50,18 @@ impl Command {
     pub fn retry_while_busy(&self) -> bool {
         matches!(self, Command::DelServer(_))
     }
+
+    /// The server it changes.
+    pub fn target(&self) -> &Target {
+        match self {
+            Command::AddServer { target, .. }
+            | Command::EnableHealth(target)
+            | Command::SetState(target, _)
+            | Command::SetWeight(target, _)
+            | Command::SetAddr { target, .. }
+            | Command::DelServer(target) => target,
+        }
+    }
 }
 
 impl fmt::Display for Command {
