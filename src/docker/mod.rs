@@ -12,7 +12,7 @@
 //! | `destroy`                           | `docker rm`                    | `Remove`      |
 //! | `create`                            | `docker create`, compose       | re-inspect    |
 //! | `start`, `unpause`, `pause`, `rename` | `docker start`, restart policy | re-inspect  |
-//! | `health_status: *`                  | HEALTHCHECK result changed     | re-inspect    |
+//! | `health_status: *`                  | HEALTHCHECK result changed     | `Health`      |
 //! | network `connect`, `disconnect`     | `docker network (dis)connect`  | re-inspect    |
 //!
 //! Health checks also emit `exec_*` events on every interval; the daemon-side
@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::{self, Backoff};
 pub use client::{Client, Event, EventSource, Image, Inspected, Listed, RunState, Which};
 
-use crate::model::{ContainerFacts, ContainerId, ContainerUpdate};
+use crate::model::{ContainerFacts, ContainerId, ContainerUpdate, Health};
 use crate::status::{ActionLabel, Metrics, SwarmStatus};
 
 /// What the Docker side tells the model's owner.
@@ -185,6 +185,11 @@ impl Watcher {
         id: ContainerId,
         event: &Event,
     ) -> Result<Option<ContainerUpdate>, DockerError> {
+        // The event names the new result: an inspect would add a round trip
+        // to Docker (milliseconds on a busy host) before routing.
+        if let Some(health) = health_of(event) {
+            return Ok(Some(ContainerUpdate::Health(id, health)));
+        }
         Ok(match action_kind(event) {
             "kill" if is_stop_request(event) => Some(ContainerUpdate::Drain(id)),
             // A reload request (SIGHUP, USR1...).
@@ -224,6 +229,20 @@ const STOP_SIGNALS: &[&str] = &["2", "3", "9", "15", "SIGINT", "SIGQUIT", "SIGKI
 /// The action without its detail: `health_status: healthy` is `health_status`.
 fn action_kind(event: &Event) -> &str {
     event.action.split(':').next().unwrap_or_default()
+}
+
+/// The result a `health_status: RESULT` event reports.
+fn health_of(event: &Event) -> Option<Health> {
+    let (kind, result) = event.action.split_once(": ")?;
+    if kind != "health_status" {
+        return None;
+    }
+    match result {
+        "healthy" => Some(Health::Healthy),
+        "unhealthy" => Some(Health::Unhealthy),
+        "starting" => Some(Health::Starting),
+        _ => None,
+    }
 }
 
 /// A `kill` event with a signal that ends the process: `docker stop` began.
@@ -343,4 +362,28 @@ pub async fn own_container(docker: &Client, id: &str) -> Result<OwnContainer, Do
         networks: inspected.network_names(),
         project: inspected.labels().get(crate::model::COMPOSE_PROJECT_LABEL).cloned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: &str) -> Event {
+        Event {
+            source: EventSource::Container,
+            action: action.to_owned(),
+            actor: Some("a".into()),
+            attributes: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_health_event_names_its_result() {
+        assert_eq!(health_of(&event("health_status: healthy")), Some(Health::Healthy));
+        assert_eq!(health_of(&event("health_status: unhealthy")), Some(Health::Unhealthy));
+        assert_eq!(health_of(&event("health_status: starting")), Some(Health::Starting));
+        // Unknown results are inspected, as every other event.
+        assert_eq!(health_of(&event("health_status: later")), None);
+        assert_eq!(health_of(&event("start")), None);
+    }
 }

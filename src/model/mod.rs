@@ -105,6 +105,9 @@ pub enum ContainerUpdate {
     SwarmResync(Vec<ContainerFacts>),
     /// A container's current state (started, health changed, paused...).
     Upsert(ContainerFacts),
+    /// Its HEALTHCHECK's new result, as the `health_status` event says it:
+    /// a running container known here needs no inspect for it.
+    Health(ContainerId, Health),
     /// Docker is stopping it (the `kill` event of `docker stop`): no new requests.
     Drain(ContainerId),
     /// Its process ended (died or stopped) but the container still exists:
@@ -191,6 +194,23 @@ impl Inventory {
                     self.containers.insert(next.facts.id.clone(), next);
                 }
                 changed
+            }
+            ContainerUpdate::Health(id, health) => {
+                let stamp = self.stamp + 1;
+                match self.containers.get_mut(&id) {
+                    Some(t)
+                        if t.source == Source::Containers
+                            && t.facts.running
+                            && !t.stopped
+                            && t.facts.health != health =>
+                    {
+                        t.facts.health = health;
+                        t.stamp = stamp;
+                        self.stamp = stamp;
+                        true
+                    }
+                    _ => false,
+                }
             }
             ContainerUpdate::Drain(id) => {
                 let stamp = self.stamp + 1;

@@ -173,6 +173,28 @@ fn health_and_pause_gate_routing() {
 }
 
 #[test]
+fn a_health_event_changes_only_a_running_container_it_knows() {
+    let mut inv = Inventory::default();
+    let a = facts("a", "web", "10.0.0.2");
+    assert!(!inv.apply(ContainerUpdate::Health(a.id.clone(), Health::Healthy)));
+    inv.apply(ContainerUpdate::Upsert(ContainerFacts {
+        health: Health::Starting,
+        ..a.clone()
+    }));
+    assert_eq!(only_server(&inv).state, ServerState::Maint);
+    assert!(inv.apply(ContainerUpdate::Health(a.id.clone(), Health::Healthy)));
+    assert_eq!(only_server(&inv).state, ServerState::Ready);
+    assert!(!inv.apply(ContainerUpdate::Health(a.id.clone(), Health::Healthy)));
+    // Draining stays draining.
+    inv.apply(ContainerUpdate::Drain(a.id.clone()));
+    assert!(inv.apply(ContainerUpdate::Health(a.id.clone(), Health::Unhealthy)));
+    assert!(inv.apply(ContainerUpdate::Health(a.id.clone(), Health::Healthy)));
+    assert_eq!(only_server(&inv).state, ServerState::Drain);
+    inv.apply(ContainerUpdate::Stopped(a.id.clone()));
+    assert!(!inv.apply(ContainerUpdate::Health(a.id, Health::Unhealthy)));
+}
+
+#[test]
 fn a_bad_label_excludes_only_that_container() {
     let mut inv = Inventory::default();
     let mut bad = facts("b", "web", "10.0.0.3");
