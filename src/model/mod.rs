@@ -195,35 +195,26 @@ impl Inventory {
                 }
                 changed
             }
-            ContainerUpdate::Health(id, health) => {
-                let stamp = self.stamp + 1;
-                match self.containers.get_mut(&id) {
-                    Some(t)
-                        if t.source == Source::Containers
-                            && t.facts.running
-                            && !t.stopped
-                            && t.facts.health != health =>
-                    {
-                        t.facts.health = health;
-                        t.stamp = stamp;
-                        self.stamp = stamp;
-                        true
-                    }
-                    _ => false,
+            ContainerUpdate::Health(id, health) => match self.containers.get_mut(&id) {
+                Some(t)
+                    if t.source == Source::Containers && t.facts.running && !t.stopped && t.facts.health != health =>
+                {
+                    t.facts.health = health;
+                    self.stamp += 1;
+                    t.stamp = self.stamp;
+                    true
                 }
-            }
-            ContainerUpdate::Drain(id) => {
-                let stamp = self.stamp + 1;
-                match self.containers.get_mut(&id) {
-                    Some(t) if !t.draining => {
-                        t.draining = true;
-                        t.stamp = stamp;
-                        self.stamp = stamp;
-                        true
-                    }
-                    _ => false,
+                _ => false,
+            },
+            ContainerUpdate::Drain(id) => match self.containers.get_mut(&id) {
+                Some(t) if !t.draining => {
+                    t.draining = true;
+                    self.stamp += 1;
+                    t.stamp = self.stamp;
+                    true
                 }
-            }
+                _ => false,
+            },
             ContainerUpdate::Stopped(id) => match self.containers.get_mut(&id) {
                 Some(t) if !t.stopped && t.source == Source::Containers => {
                     t.stopped = true;
