@@ -5,6 +5,7 @@
 //! [`Snapshot`], the plain value that rendering and status work from.
 //! No I/O here.
 
+mod groups;
 pub mod labels;
 mod snapshot;
 
@@ -12,7 +13,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde::Serialize;
 
@@ -158,9 +159,9 @@ pub struct Inventory {
     containers: BTreeMap<ContainerId, Tracked>,
     /// The last stamp given out.
     stamp: u64,
-    /// The services of the last snapshot, shared with the next while their
-    /// members are the same. Behind a lock because a snapshot only reads the
-    /// inventory.
+    /// The containers by service and the services of the last snapshot,
+    /// shared with the next while their members are the same. Behind a
+    /// lock because a snapshot only reads the inventory.
     built: Mutex<snapshot::Built>,
 }
 
@@ -191,58 +192,55 @@ impl Inventory {
                 let changed = known.is_none_or(|t| t.facts != facts || t.draining != draining || t.stopped);
                 if changed {
                     let next = self.tracked(facts, draining, false, Source::Containers);
-                    self.containers.insert(next.facts.id.clone(), next);
+                    self.put(next);
                 }
                 changed
             }
-            ContainerUpdate::Health(id, health) => match self.containers.get_mut(&id) {
-                Some(t)
-                    if t.source == Source::Containers && t.facts.running && !t.stopped && t.facts.health != health =>
-                {
-                    t.facts.health = health;
-                    self.stamp += 1;
-                    t.stamp = self.stamp;
+            ContainerUpdate::Health(id, health) => {
+                let changes = self.containers.get(&id).is_some_and(|t| {
+                    t.source == Source::Containers && t.facts.running && !t.stopped && t.facts.health != health
+                });
+                if changes {
+                    self.change(&id, |t| t.facts.health = health);
+                }
+                changes
+            }
+            ContainerUpdate::Drain(id) => {
+                let changes = self.containers.get(&id).is_some_and(|t| !t.draining);
+                if changes {
+                    self.change(&id, |t| t.draining = true);
+                }
+                changes
+            }
+            ContainerUpdate::Stopped(id) => match self.containers.get(&id).map(|t| (t.source, t.stopped)) {
+                Some((Source::Containers, false)) => {
+                    self.change(&id, |t| {
+                        t.stopped = true;
+                        t.draining = false;
+                    });
                     true
                 }
+                Some((Source::Swarm, _)) => self.remove(&id),
                 _ => false,
             },
-            ContainerUpdate::Drain(id) => match self.containers.get_mut(&id) {
-                Some(t) if !t.draining => {
-                    t.draining = true;
-                    self.stamp += 1;
-                    t.stamp = self.stamp;
-                    true
-                }
-                _ => false,
-            },
-            ContainerUpdate::Stopped(id) => match self.containers.get_mut(&id) {
-                Some(t) if !t.stopped && t.source == Source::Containers => {
-                    t.stopped = true;
-                    t.draining = false;
-                    self.stamp += 1;
-                    t.stamp = self.stamp;
-                    true
-                }
-                Some(t) if t.source == Source::Swarm => self.containers.remove(&id).is_some(),
-                _ => false,
-            },
-            ContainerUpdate::Remove(id) => self.containers.remove(&id).is_some(),
+            ContainerUpdate::Remove(id) => self.remove(&id),
         }
     }
 
     /// A container that exists but does not run: stopped, or created and
     /// not started yet. It keeps its service, without a server.
     fn not_running(&mut self, facts: ContainerFacts) -> bool {
-        if let Some(t) = self.containers.get_mut(&facts.id) {
+        if let Some(t) = self.containers.get(&facts.id) {
             let changed = !t.stopped || t.facts != facts;
-            if t.facts.labels != facts.labels {
-                t.parsed = OnceLock::new();
-            }
-            t.facts = facts;
-            t.stopped = true;
-            t.draining = false;
-            self.stamp += 1;
-            t.stamp = self.stamp;
+            let id = facts.id.clone();
+            self.change(&id, |t| {
+                if t.facts.labels != facts.labels {
+                    t.parsed = OnceLock::new();
+                }
+                t.facts = facts;
+                t.stopped = true;
+                t.draining = false;
+            });
             return changed;
         }
         // Created beside a container of the same compose service: compose
@@ -253,7 +251,7 @@ impl Inventory {
             return false;
         }
         let tracked = self.tracked(facts, false, true, Source::Containers);
-        self.containers.insert(tracked.facts.id.clone(), tracked);
+        self.put(tracked);
         true
     }
 
@@ -268,6 +266,37 @@ impl Inventory {
             parsed: OnceLock::new(),
             stamp: self.stamp,
         }
+    }
+
+    /// Adds `tracked`, in place of the container of its id if known.
+    fn put(&mut self, tracked: Tracked) {
+        let groups = &mut self.built.get_mut().unwrap_or_else(PoisonError::into_inner).groups;
+        if let Some(known) = self.containers.get(&tracked.facts.id) {
+            groups.leave(known);
+        }
+        groups.join(&tracked);
+        self.containers.insert(tracked.facts.id.clone(), tracked);
+    }
+
+    /// Changes a known container in place, with a new stamp.
+    fn change(&mut self, id: &ContainerId, change: impl FnOnce(&mut Tracked)) {
+        let groups = &mut self.built.get_mut().unwrap_or_else(PoisonError::into_inner).groups;
+        if let Some(t) = self.containers.get_mut(id) {
+            groups.leave(t);
+            change(t);
+            self.stamp += 1;
+            t.stamp = self.stamp;
+            groups.join(t);
+        }
+    }
+
+    fn remove(&mut self, id: &ContainerId) -> bool {
+        let groups = &mut self.built.get_mut().unwrap_or_else(PoisonError::into_inner).groups;
+        let removed = self.containers.remove(id);
+        if let Some(t) = &removed {
+            groups.leave(t);
+        }
+        removed.is_some()
     }
 
     /// Whether a container of the same compose project and service is known.
@@ -310,6 +339,11 @@ impl Inventory {
         for (id, tracked) in kept {
             self.containers.insert(id.clone(), tracked.clone());
         }
+        // Grouped anew: services whose members kept their stamps stay shared.
+        let built = self.built.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(scope) = built.groups.scope() {
+            built.groups = groups::Groups::new(&scope.clone(), self.containers.values());
+        }
         !same_contents(&before, &self.containers)
     }
 
@@ -322,32 +356,36 @@ impl Inventory {
     }
 
     pub fn snapshot(&self, scope: &Scope) -> Snapshot {
-        let in_scope = self.containers.values().filter(|t| match &scope.project {
-            Some(project) => [COMPOSE_PROJECT_LABEL, STACK_NAMESPACE_LABEL]
-                .iter()
-                .any(|label| t.facts.labels.get(*label) == Some(project)),
-            None => true,
-        });
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if built.groups.scope() != Some(scope) {
+            *built = snapshot::Built::new(groups::Groups::new(scope, self.containers.values()));
+        }
         let prefix = &scope.label_prefix;
-        let containers = in_scope.map(|t| {
-            let (parsed_for, parsed) = t
-                .parsed
-                .get_or_init(|| (prefix.clone(), labels::parse(prefix, &t.facts.labels)));
-            // Kept for another prefix (only tests change it): parsed again.
-            let parsed = match parsed_for == prefix {
-                true => Cow::Borrowed(parsed),
-                false => Cow::Owned(labels::parse(prefix, &t.facts.labels)),
-            };
-            snapshot::Input {
-                facts: &t.facts,
-                parsed,
-                draining: t.draining,
-                stopped: t.stopped,
-                stamp: t.stamp,
-            }
-        });
-        let mut built = self.built.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        snapshot::build(containers, scope, &mut built)
+        snapshot::build(&mut built, scope, |id| self.containers.get(id).map(|t| t.input(prefix)))
+    }
+}
+
+impl Tracked {
+    /// `labels::parse` of its labels for `prefix`, parsed once.
+    fn parsed(&self, prefix: &str) -> Cow<'_, snapshot::Parsed> {
+        let (parsed_for, parsed) = self
+            .parsed
+            .get_or_init(|| (prefix.to_owned(), labels::parse(prefix, &self.facts.labels)));
+        // Kept for another prefix (only tests change it): parsed again.
+        match parsed_for == prefix {
+            true => Cow::Borrowed(parsed),
+            false => Cow::Owned(labels::parse(prefix, &self.facts.labels)),
+        }
+    }
+
+    fn input(&self, prefix: &str) -> snapshot::Input<'_> {
+        snapshot::Input {
+            facts: &self.facts,
+            parsed: self.parsed(prefix),
+            draining: self.draining,
+            stopped: self.stopped,
+            stamp: self.stamp,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Containers -> services and servers: the plain value everything downstream reads.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::groups::Groups;
 use super::labels::{self, Balance, HealthCheck, HostName, HttpPath, Mode, ServiceLabels, ServiceName, Slot};
 use super::{ContainerFacts, ContainerId, Health, Scope};
 
@@ -259,14 +260,26 @@ pub(super) struct Input<'a> {
     pub stamp: u64,
 }
 
-/// What the last [`build`] made of each service, kept for the next one to
-/// share while the service's members are the same: at 10,000 containers,
-/// building every server at each change was most of teal's CPU time.
+/// The containers by service, and what the last [`build`] made of each
+/// service, kept for the next one to share while the service's members are
+/// the same: at 10,000 containers, building every server at each change
+/// was most of teal's CPU time.
 #[derive(Debug, Default)]
 pub(super) struct Built {
-    /// The scope the services were built for; another one builds anew.
-    scope: Option<Scope>,
-    services: HashMap<ServiceName, BuiltService>,
+    /// Also says the scope the services were built for; another one
+    /// builds anew.
+    pub groups: Groups,
+    services: BTreeMap<ServiceName, BuiltService>,
+}
+
+impl Built {
+    /// Nothing built yet, for the scope of `groups`.
+    pub fn new(groups: Groups) -> Self {
+        Built {
+            groups,
+            services: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -277,67 +290,69 @@ struct BuiltService {
     service: Arc<Service>,
     /// Its members HAProxy cannot reach, and why.
     excluded: Vec<Excluded>,
+    /// Its oldest member's creation time: of two tcp services on one port,
+    /// the older keeps it.
+    oldest: String,
 }
 
-/// `containers`, in container id order. Services whose members did not
-/// change since the last build (kept in `built`) are shared, not rebuilt.
-pub(super) fn build<'a>(containers: impl Iterator<Item = Input<'a>>, scope: &Scope, built: &mut Built) -> Snapshot {
-    if built.scope.as_ref() != Some(scope) {
-        *built = Built {
-            scope: Some(scope.clone()),
-            services: HashMap::new(),
-        };
-    }
+/// The snapshot of `built`'s groups, whose containers `input` finds by id.
+/// Only the services whose members changed since the last build are built
+/// again; the others are shared.
+pub(super) fn build<'a>(
+    built: &mut Built,
+    scope: &Scope,
+    input: impl Fn(&ContainerId) -> Option<Input<'a>>,
+) -> Snapshot {
     // A member without a server is a container whose labels are fine but
     // that HAProxy cannot reach: it keeps its service (and routes) alive, so
     // requests get a 503 rather than another service's answer or a 404.
     // A stopped container is a member without a server too, for as long as
     // it exists: its service is between containers, and requests are held.
-    let mut by_service: BTreeMap<ServiceName, Vec<Member>> = BTreeMap::new();
-    let mut excluded = Vec::new();
-    for input in containers {
-        let facts = input.facts;
-        if let Err(error) = input.parsed.as_ref() {
-            excluded.push(exclude(facts, error.to_string()));
+    for name in built.groups.take_changed() {
+        let members: Vec<Member> = built
+            .groups
+            .members(&name)
+            .filter_map(&input)
+            .filter_map(member)
+            .collect();
+        if members.is_empty() {
+            built.services.remove(&name);
             continue;
         }
-        let labels = match input.parsed {
-            Cow::Borrowed(Ok(Some(parsed))) => Cow::Borrowed(parsed),
-            Cow::Owned(Ok(Some(parsed))) => Cow::Owned(parsed),
-            _ => continue,
-        };
-        let member = Member {
-            facts,
-            labels,
-            draining: input.draining,
-            stopped: input.stopped,
-            stamp: input.stamp,
-        };
-        match by_service.get_mut(&member.labels.service) {
-            Some(members) => members.push(member),
-            None => {
-                by_service.insert(member.labels.service.clone(), vec![member]);
-            }
+        let stamps: Vec<u64> = members.iter().map(|m| m.stamp).collect();
+        if built.services.get(&name).is_none_or(|entry| entry.stamps != stamps) {
+            let entry = build_service(name.clone(), &members, stamps, scope);
+            built.services.insert(name, entry);
         }
     }
-
-    let mut kept = HashMap::with_capacity(by_service.len());
-    let mut services = Vec::with_capacity(by_service.len());
-    for (name, members) in by_service {
-        let stamps: Vec<u64> = members.iter().map(|m| m.stamp).collect();
-        let entry = match built.services.remove(&name) {
-            Some(entry) if entry.stamps == stamps => entry,
-            _ => build_service(name.clone(), &members, stamps, scope),
-        };
+    let mut excluded: Vec<Excluded> = (built.groups.unparsable().filter_map(&input))
+        .filter_map(|input| match input.parsed.as_ref() {
+            Err(error) => Some(exclude(input.facts, error.to_string())),
+            Ok(_) => None,
+        })
+        .collect();
+    for entry in built.services.values() {
         excluded.extend(entry.excluded.iter().cloned());
-        services.push((entry.service.clone(), members));
-        kept.insert(name, entry);
     }
-    // Services no longer there are dropped with the old map.
-    built.services = kept;
-    let services = assign_listen_ports(services, scope, &mut excluded);
+    let services = assign_listen_ports(built.services.values(), scope, &mut excluded);
     excluded.sort_by(|a, b| a.container_name.cmp(&b.container_name));
     Snapshot { services, excluded }
+}
+
+/// A member of its service: a container whose labels parse and name one.
+fn member(input: Input<'_>) -> Option<Member<'_>> {
+    let labels = match input.parsed {
+        Cow::Borrowed(Ok(Some(parsed))) => Cow::Borrowed(parsed),
+        Cow::Owned(Ok(Some(parsed))) => Cow::Owned(parsed),
+        _ => return None,
+    };
+    Some(Member {
+        facts: input.facts,
+        labels,
+        draining: input.draining,
+        stopped: input.stopped,
+        stamp: input.stamp,
+    })
 }
 
 /// The service of `members` (in container id order).
@@ -365,6 +380,12 @@ fn build_service(name: ServiceName, members: &[Member], stamps: Vec<u64>, scope:
         })
         .map(|m| &m.labels)
         .expect("a service has members");
+    let oldest = members
+        .iter()
+        .map(|m| &m.facts.created)
+        .min()
+        .cloned()
+        .unwrap_or_default();
     let service = Service {
         name,
         mode: newest.mode,
@@ -385,6 +406,7 @@ fn build_service(name: ServiceName, members: &[Member], stamps: Vec<u64>, scope:
         stamps,
         service: Arc::new(service),
         excluded,
+        oldest,
     }
 }
 
@@ -408,20 +430,20 @@ fn exclude(facts: &ContainerFacts, reason: String) -> Excluded {
 /// a port teal's own listeners use: HAProxy would refuse the config (or, with
 /// SO_REUSEPORT, split connections between them). The service that had the
 /// port first (oldest container) keeps it; the others are left out whole.
-fn assign_listen_ports(
-    services: Vec<(Arc<Service>, Vec<Member>)>,
+fn assign_listen_ports<'a>(
+    services: impl Iterator<Item = &'a BuiltService> + Clone,
     scope: &Scope,
     excluded: &mut Vec<Excluded>,
 ) -> Vec<Arc<Service>> {
-    let oldest = |members: &[Member]| members.iter().map(|m| &m.facts.created).min().cloned();
-    let mut owners: BTreeMap<u16, (Option<String>, ServiceName)> = BTreeMap::new();
-    for (service, members) in &services {
+    let mut owners: BTreeMap<u16, (&str, &ServiceName)> = BTreeMap::new();
+    for entry in services.clone() {
+        let service = &entry.service;
         if let (Mode::Tcp, Some(port)) = (service.mode, service.listen) {
             if scope.frontend_ports.contains(&port) {
                 continue;
             }
-            let claim = (oldest(members), service.name.clone());
-            let owner = owners.entry(port).or_insert_with(|| claim.clone());
+            let claim = (entry.oldest.as_str(), &service.name);
+            let owner = owners.entry(port).or_insert(claim);
             if claim < *owner {
                 *owner = claim;
             }
@@ -429,19 +451,19 @@ fn assign_listen_ports(
     }
     let prefix = &scope.label_prefix;
     let mut kept = Vec::new();
-    for (service, _) in services {
+    for service in services.map(|entry| &entry.service) {
         let refused = match (service.mode, service.listen) {
             (Mode::Tcp, Some(port)) if scope.frontend_ports.contains(&port) => Some(format!(
                 "{prefix}.listen={port} is a port of teal's own listeners (--http-bind, --https-bind, --preview-bind, --status-bind)"
             )),
             (Mode::Tcp, Some(port)) => owners
                 .get(&port)
-                .filter(|(_, owner)| *owner != service.name)
+                .filter(|(_, owner)| **owner != service.name)
                 .map(|(_, owner)| format!("{prefix}.listen={port} is already taken by tcp service {owner}")),
             _ => None,
         };
         match refused {
-            None => kept.push(service),
+            None => kept.push(service.clone()),
             // Its servers are the members it routed.
             Some(reason) => excluded.extend(service.servers.iter().map(|s| Excluded {
                 container_id: s.container_id.clone(),

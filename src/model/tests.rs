@@ -533,3 +533,35 @@ fn a_change_rebuilds_only_its_service_and_builds_the_same() {
         last = inv.snapshot(&scope());
     }
 }
+
+#[test]
+fn the_groups_follow_every_change_between_snapshots() {
+    let names = |s: &Snapshot| s.services.iter().map(|s| s.name.to_string()).collect::<Vec<_>>();
+    let mut inv = Inventory::default();
+    let a = facts("a", "web", "10.0.0.2");
+    inv.apply(ContainerUpdate::Upsert(a.clone()));
+    assert_eq!(names(&inv.snapshot(&scope())), ["web"]);
+    // Relabelled while stopped: it moves to the service its labels name now.
+    inv.apply(ContainerUpdate::Upsert(ContainerFacts {
+        running: false,
+        ..facts("a", "api", "10.0.0.2")
+    }));
+    assert_eq!(names(&inv.snapshot(&scope())), ["api"]);
+    // A container whose labels do not parse is left out until it is gone.
+    let mut bad = facts("b", "web", "10.0.0.3");
+    bad.labels.insert("teal.port".into(), "abc".into());
+    inv.apply(ContainerUpdate::Upsert(bad.clone()));
+    assert_eq!(inv.snapshot(&scope()).excluded.len(), 1);
+    inv.apply(ContainerUpdate::Remove(bad.id.clone()));
+    let snapshot = inv.snapshot(&scope());
+    assert!(snapshot.excluded.is_empty());
+    assert_eq!(snapshot, built_anew(&inv));
+    // Another scope groups anew, and so does the first one again.
+    let other = Scope {
+        label_prefix: "other".into(),
+        ..scope()
+    };
+    assert!(inv.snapshot(&other).services.is_empty());
+    inv.apply(ContainerUpdate::Remove(a.id.clone()));
+    assert!(inv.snapshot(&scope()).services.is_empty());
+}
