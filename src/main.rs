@@ -8,8 +8,19 @@ use clap::Parser;
 use teal::cli::{Cli, Command, LogFormat};
 use teal::settings::{DrainSettings, RolloutSettings, Settings, SettingsError};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    one_malloc_arena();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("teal: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match run(cli.command).await {
@@ -41,6 +52,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Resume(args) => teal::controls::command::run(args.into()).await,
     }
 }
+
+/// glibc gives each thread that allocates an arena of its own, and memory
+/// freed in one is kept there: with 10,000 containers, one arena for all of
+/// teal's threads was 6 MiB less RSS (69.0 -> 62.8 MiB, measured with
+/// `MALLOC_ARENA_MAX=1`). Set before the runtime starts its threads.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before
+    // any other thread exists. A refusal (0) leaves glibc's default.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
 
 /// Logs go to stderr, so `teal render` output on stdout stays a clean config.
 fn init_tracing(format: LogFormat) {
