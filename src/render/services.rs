@@ -9,7 +9,8 @@
 //! block once for each service. A service's text is kept while the service,
 //! its position (`@index`, `@first`, `@last`) and the frame's context
 //! (settings, routes, excluded containers: all `@root` the block can read)
-//! stay the same. Any other template renders whole, as before; so does a
+//! stay the same; the frame's text is kept while its context does. Any
+//! other template renders whole, as before; so does a
 //! render that fails here, so its error is the whole template's.
 
 use std::collections::HashMap;
@@ -145,11 +146,13 @@ struct Rendered {
     text: String,
 }
 
-/// The services' texts of the last render, and the frame context they
-/// were rendered with.
+/// The last render in parts: its frame context, the frame's text from it
+/// and the services' texts rendered with it.
 #[derive(Default)]
 pub(super) struct Cache {
+    /// Null before the first render, which no frame context equals.
     root: Value,
+    frame: String,
     services: HashMap<ServiceName, Rendered>,
 }
 
@@ -167,14 +170,17 @@ impl Split {
         let mut root = serde_json::to_value(Context::frame(settings, snapshot)).ok()?;
         root.as_object_mut()?.remove("services");
         let root = handlebars::Context::from(root);
-        let framed = registry.render_with_context(frame_name, &root).ok()?;
-        let (before, after) = framed.split_once(MARKER)?;
 
         let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The frame (routes, settings) rarely changes when a container does:
+        // its text is rendered again only when its context did.
         if &cache.root != root.data() {
+            cache.frame = registry.render_with_context(frame_name, &root).ok()?;
             cache.services.clear();
             cache.root = root.data().clone();
         }
+        let cache = &mut *cache;
+        let (before, after) = cache.frame.split_once(MARKER)?;
         let count = snapshot.services.len();
         let mut rendered = Vec::with_capacity(count);
         for (index, service) in snapshot.services.iter().enumerate() {

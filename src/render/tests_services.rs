@@ -126,3 +126,26 @@ fn an_error_in_a_service_is_the_whole_templates_error() {
     let in_parts = renderer.render_snapshot(&settings, &snapshot).unwrap_err();
     assert_eq!(in_parts.to_string(), whole.to_string());
 }
+
+#[test]
+fn a_change_to_the_frame_alone_renders_it_again() {
+    // The frame's text is kept while its context is unchanged; a container
+    // left out, or a route moved, changes the frame but no service's text.
+    let template = "{{#each excluded}}{{container_name}}: {{reason}}\n{{/each}}{{#each http_routes}}{{service}} {{hosts}}\n{{/each}}{{#each services}}{{name}}\n{{/each}}end\n";
+    let left_out = labelled(facts("x1", "web", "10.0.0.9"), &[("port", "not-a-port")]);
+    let mut with_left_out = fleet();
+    with_left_out.push(left_out.clone());
+    let mut inventory = Inventory::default();
+    inventory.apply(ContainerUpdate::Resync(with_left_out.clone()));
+    assert!(!inventory.snapshot(&scope()).excluded.is_empty(), "x1 is left out");
+    let mut moved = fleet();
+    moved[0] = labelled(facts("a1", "web", "10.0.0.2"), &[("host", "www.example.com")]);
+    moved[1] = labelled(facts("a2", "web", "10.0.0.3"), &[("host", "www.example.com")]);
+    let settings = settings("/run/t");
+    assert_same(
+        template,
+        &settings,
+        &[fleet(), with_left_out.clone(), fleet(), moved, fleet()],
+    );
+    assert_same(DEFAULT_TEMPLATE, &settings, &[fleet(), with_left_out, fleet()]);
+}
