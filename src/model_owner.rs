@@ -59,7 +59,7 @@ impl ModelOwner {
             }
             let next = Arc::new(inventory.snapshot(&self.scope));
             log_changes(&current, &next);
-            self.metrics.observe_snapshot(&next);
+            self.metrics.observe_snapshot(&current, &next);
             current = next.clone();
             self.snapshots.send_replace(Some(next));
             // Under a steady churn there is always a next report: without

@@ -8,9 +8,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::held::HeldRequests;
-use crate::model::{ServerState, Snapshot};
+use crate::model::labels::ServiceName;
+use crate::model::{ServerState, Service, Snapshot};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -287,30 +289,53 @@ impl Metrics {
         }
     }
 
-    pub fn observe_snapshot(&self, snapshot: &Snapshot) {
-        self.servers.clear();
-        // Counted per service first: one set of labels per service and
-        // state, not one per server (10,000 at scale, at every snapshot).
-        for service in &snapshot.services {
+    /// The servers gauge, from `before` to `after`: only the services that
+    /// changed are counted again (one both share, the same `Arc`, did not).
+    /// Recounting all 10,000 servers at each snapshot was the model owner's
+    /// largest cost once snapshots were built by service.
+    pub fn observe_snapshot(&self, before: &Snapshot, after: &Snapshot) {
+        let mut gone: HashMap<&ServiceName, &Arc<Service>> =
+            before.services.iter().map(|service| (&service.name, service)).collect();
+        for service in &after.services {
+            match gone.remove(&service.name) {
+                Some(was) if Arc::ptr_eq(was, service) => continue,
+                Some(was) => self.forget_servers(was),
+                None => {}
+            }
+            // Counted per service first: one set of labels per service and
+            // state, not one per server.
             let mut by_state: BTreeMap<ServerState, i64> = BTreeMap::new();
             for server in &service.servers {
                 *by_state.entry(server.state).or_default() += 1;
             }
             for (state, count) in by_state {
-                self.servers
-                    .get_or_create(&ServerLabels {
-                        service: service.name.to_string(),
-                        state: state.to_string(),
-                    })
-                    .set(count);
+                self.servers.get_or_create(&server_labels(service, state)).set(count);
             }
         }
+        for service in gone.into_values() {
+            self.forget_servers(service);
+        }
+    }
+
+    fn forget_servers(&self, service: &Service) {
+        for server in &service.servers {
+            self.servers.remove(&server_labels(service, server.state));
+        }
+    }
+}
+
+fn server_labels(service: &Service, state: ServerState) -> ServerLabels {
+    ServerLabels {
+        service: service.name.to_string(),
+        state: state.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tests::facts;
+    use crate::model::ContainerUpdate;
 
     #[test]
     fn encodes_prometheus_text() {
@@ -321,6 +346,28 @@ mod tests {
         assert!(text.contains("teal_reloads_total{result=\"ok\"} 1"), "{text}");
         assert!(text.contains("teal_docker_connected 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_servers_gauge_follows_each_snapshot() {
+        let mut inventory = crate::model::Inventory::default();
+        let scope = crate::model::tests::scope();
+        let metrics = Metrics::default();
+        let empty = Snapshot::default();
+        inventory.apply(ContainerUpdate::Upsert(facts("a", "web", "10.0.0.2")));
+        inventory.apply(ContainerUpdate::Upsert(facts("b", "api", "10.0.0.3")));
+        let first = inventory.snapshot(&scope);
+        metrics.observe_snapshot(&empty, &first);
+        inventory.apply(ContainerUpdate::Drain(facts("a", "web", "10.0.0.2").id));
+        inventory.apply(ContainerUpdate::Remove(facts("b", "api", "10.0.0.3").id));
+        metrics.observe_snapshot(&first, &inventory.snapshot(&scope));
+        let text = metrics.encode();
+        assert!(
+            text.contains("teal_servers{service=\"web\",state=\"drain\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("state=\"ready\""), "{text}");
+        assert!(!text.contains("service=\"api\""), "{text}");
     }
 
     #[test]
