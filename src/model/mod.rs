@@ -270,7 +270,7 @@ impl Inventory {
 
     /// Adds `tracked`, in place of the container of its id if known.
     fn put(&mut self, tracked: Tracked) {
-        let groups = &mut self.built.get_mut().unwrap_or_else(PoisonError::into_inner).groups;
+        let groups = &mut built_mut(&mut self.built).groups;
         if let Some(known) = self.containers.get(&tracked.facts.id) {
             groups.leave(known);
         }
@@ -280,7 +280,7 @@ impl Inventory {
 
     /// Changes a known container in place, with a new stamp.
     fn change(&mut self, id: &ContainerId, change: impl FnOnce(&mut Tracked)) {
-        let groups = &mut self.built.get_mut().unwrap_or_else(PoisonError::into_inner).groups;
+        let groups = &mut built_mut(&mut self.built).groups;
         if let Some(t) = self.containers.get_mut(id) {
             groups.leave(t);
             change(t);
@@ -291,7 +291,7 @@ impl Inventory {
     }
 
     fn remove(&mut self, id: &ContainerId) -> bool {
-        let groups = &mut self.built.get_mut().unwrap_or_else(PoisonError::into_inner).groups;
+        let groups = &mut built_mut(&mut self.built).groups;
         let removed = self.containers.remove(id);
         if let Some(t) = &removed {
             groups.leave(t);
@@ -340,7 +340,7 @@ impl Inventory {
             self.containers.insert(id.clone(), tracked.clone());
         }
         // Grouped anew: services whose members kept their stamps stay shared.
-        let built = self.built.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let built = built_mut(&mut self.built);
         if let Some(scope) = built.groups.scope() {
             built.groups = groups::Groups::new(&scope.clone(), self.containers.values());
         }
@@ -363,6 +363,12 @@ impl Inventory {
         let prefix = &scope.label_prefix;
         snapshot::build(&mut built, scope, |id| self.containers.get(id).map(|t| t.input(prefix)))
     }
+}
+
+/// The built state through `&mut`, without taking the lock; a poisoned
+/// lock is used as it is, as [`Inventory::snapshot`] does.
+fn built_mut(built: &mut Mutex<snapshot::Built>) -> &mut snapshot::Built {
+    built.get_mut().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Tracked {
