@@ -158,7 +158,7 @@ mod tests {
         for (i, (id, slot)) in containers.iter().enumerate() {
             let mut f = facts(id, "web", &format!("10.0.0.{}", i + 2));
             if let Some(slot) = slot {
-                f.labels.insert("teal.slot".into(), slot.to_string());
+                f.labels.insert("teal.slot", slot);
             }
             inventory.apply(ContainerUpdate::Upsert(f));
         }

@@ -17,7 +17,6 @@
 //! Times are the thread's CPU time, not wall time: on a shared machine
 //! the wall clock mostly measures the other processes.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use nix::time::{clock_gettime, ClockId};
@@ -37,10 +36,12 @@ fn container(i: usize) -> ContainerFacts {
         image: "app:1".into(),
         created: "2026-01-01T00:00:00Z".into(),
         started_at: "2026-01-01T00:00:01Z".into(),
-        labels: HashMap::from([
-            ("teal.service".to_owned(), format!("svc{}", i % SERVICES)),
-            ("teal.host".to_owned(), format!("svc{}.example.com", i % SERVICES)),
-        ]),
+        labels: [
+            ("teal.service", format!("svc{}", i % SERVICES)),
+            ("teal.host", format!("svc{}.example.com", i % SERVICES)),
+        ]
+        .into_iter()
+        .collect(),
         running: true,
         paused: false,
         health: Health::None,

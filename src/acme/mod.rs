@@ -391,8 +391,8 @@ mod tests {
         use crate::model::tests::{facts, scope};
         use crate::model::{ContainerUpdate, Inventory};
         let mut web = facts("a", "web", "10.0.0.2");
-        web.labels.insert("teal.host".into(), "a.example,b.example".into());
-        web.labels.insert("teal.tls".into(), "acme".into());
+        web.labels.insert("teal.host", "a.example,b.example");
+        web.labels.insert("teal.tls", "acme");
         let mut inventory = Inventory::default();
         inventory.apply(ContainerUpdate::Resync(vec![web, facts("bb", "plain", "10.0.0.3")]));
         let (_snapshots_tx, snapshots) = watch::channel(Some(Arc::new(inventory.snapshot(&scope()))));

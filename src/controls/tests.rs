@@ -45,8 +45,8 @@ fn bad_files_are_refused_with_what_to_do() {
 fn only_http_services_get_them_and_an_ended_pause_is_gone() {
     let mut inventory = Inventory::default();
     let mut db = facts("b", "db", "10.0.0.3");
-    db.labels.insert("teal.mode".into(), "tcp".into());
-    db.labels.insert("teal.listen".into(), "5432".into());
+    db.labels.insert("teal.mode", "tcp");
+    db.labels.insert("teal.listen", "5432");
     inventory.apply(ContainerUpdate::Resync(vec![facts("a", "web", "10.0.0.2"), db]));
     let snapshot = inventory.snapshot(&scope());
     let set = Controls {

@@ -41,7 +41,7 @@ pub fn container_facts(inspect: &ContainerInspectResponse, overlay: impl Fn(&str
         image: config.image.unwrap_or_default(),
         created: inspect.created.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         started_at: state.started_at.unwrap_or_default(),
-        labels: config.labels.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
         running: state.running.unwrap_or(false),
         paused: state.paused.unwrap_or(false),
         health: health(state.health.as_ref().and_then(|h| h.status)),

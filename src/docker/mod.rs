@@ -320,10 +320,7 @@ async fn inspect(
     // the ones teal never reads are megabytes kept for nothing, and so is
     // the table sized for all of them (8 MB of the heap, measured).
     if let Some(facts) = &mut facts {
-        facts
-            .labels
-            .retain(|key, _| crate::model::reads_label(label_prefix, key));
-        facts.labels.shrink_to_fit();
+        facts.labels.retain(|key| crate::model::reads_label(label_prefix, key));
     }
     Ok(facts)
 }

@@ -295,7 +295,7 @@ pub fn task_facts(
         // A task never restarts (Swarm starts a new one), so a drain lasts
         // as long as the task.
         started_at: task.created_at.clone(),
-        labels: service.spec.labels.clone(),
+        labels: service.spec.labels.iter().collect(),
         running: true,
         paused: local.is_some_and(|l| l.paused),
         health,
@@ -466,7 +466,7 @@ mod tests {
         );
         assert_eq!(facts.name, "shop_website.1.xa4t79rgb2hvhdrkzhosbtj5r");
         assert_eq!(facts.image, "app:2");
-        assert_eq!(facts.labels["teal.service"], "website");
+        assert_eq!(facts.labels.get("teal.service"), Some("website"));
         assert_eq!(facts.health, Health::None);
         assert_eq!(facts.exposed_tcp_ports, vec![8080]);
         assert_eq!(facts.networks.len(), 2);

@@ -11,7 +11,7 @@ use crate::model::{ContainerFacts, ContainerUpdate, Inventory};
 fn container(id: &str, service: &str, bad: bool) -> ContainerFacts {
     let mut f = facts(id, service, "10.0.0.2");
     let host = if bad { "bad.example" } else { "ok.example" };
-    f.labels.insert("teal.host".into(), format!("{service}.{host}"));
+    f.labels.insert("teal.host", format!("{service}.{host}"));
     f
 }
 

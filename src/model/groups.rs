@@ -103,7 +103,7 @@ impl Groups {
         if let Some(project) = &scope.project {
             let in_project = [COMPOSE_PROJECT_LABEL, STACK_NAMESPACE_LABEL]
                 .iter()
-                .any(|label| labels.get(*label) == Some(project));
+                .any(|label| labels.get(label) == Some(project));
             if !in_project {
                 return None;
             }

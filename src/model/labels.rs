@@ -4,7 +4,6 @@
 //! haproxy.cfg as raw text: a value is either parsed into a typed value or
 //! the whole container is left out with a [`LabelError`] naming the label.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::parse_duration;
+
+use super::Labels;
 
 /// Why a container's labels were refused. Shown in logs and `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -210,7 +211,7 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Parses the labels under `prefix`. `Ok(None)`: not a teal container (no
 /// `service` label, or `enable=false`).
-pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> Result<Option<ServiceLabels>, LabelError> {
+pub fn parse(prefix: &str, labels: &Labels) -> Result<Option<ServiceLabels>, LabelError> {
     let reader = Reader { prefix, labels };
     let Some(service) = reader.get("service", ServiceName::parse)? else {
         return Ok(None);
@@ -263,7 +264,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> Result<Option<Se
 
 struct Reader<'a> {
     prefix: &'a str,
-    labels: &'a HashMap<String, String>,
+    labels: &'a Labels,
 }
 
 impl Reader<'_> {
@@ -394,8 +395,8 @@ fn parse_maxconn(value: &str) -> Result<u32, String> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().copied().collect()
     }
 
     #[test]

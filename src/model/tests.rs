@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ pub(crate) fn facts(id: &str, service: &str, ip: &str) -> ContainerFacts {
         image: "app:1".into(),
         created: format!("2026-01-01T00:00:0{}Z", id.len() % 10),
         started_at: "2026-01-01T00:00:10Z".into(),
-        labels: HashMap::from([("teal.service".to_string(), service.to_string())]),
+        labels: [("teal.service", service)].into_iter().collect(),
         running: true,
         paused: false,
         health: Health::None,
@@ -128,8 +128,8 @@ fn a_stopped_container_keeps_its_service_until_destroyed() {
 fn a_created_compose_replacement_keeps_its_service_until_it_starts() {
     let compose = |id: &str, ip: &str| {
         let mut f = facts(id, "web", ip);
-        f.labels.insert(COMPOSE_PROJECT_LABEL.into(), "shop".into());
-        f.labels.insert(COMPOSE_SERVICE_LABEL.into(), "website".into());
+        f.labels.insert(COMPOSE_PROJECT_LABEL, "shop");
+        f.labels.insert(COMPOSE_SERVICE_LABEL, "website");
         f
     };
     let created = |f: &ContainerFacts| ContainerFacts {
@@ -198,7 +198,7 @@ fn a_health_event_changes_only_a_running_container_it_knows() {
 fn a_bad_label_excludes_only_that_container() {
     let mut inv = Inventory::default();
     let mut bad = facts("b", "web", "10.0.0.3");
-    bad.labels.insert("teal.port".into(), "abc".into());
+    bad.labels.insert("teal.port", "abc");
     inv.apply(ContainerUpdate::Upsert(facts("a", "web", "10.0.0.2")));
     inv.apply(ContainerUpdate::Upsert(bad));
     let snapshot = inv.snapshot(&scope());
@@ -232,7 +232,7 @@ fn network_choice() {
         "10.1.0.2"
     );
 
-    two.labels.insert("teal.network".into(), "net".into());
+    two.labels.insert("teal.network", "net");
     inv.apply(ContainerUpdate::Upsert(two));
     assert_eq!(
         inv.snapshot(&scope()).services[0].servers[0].address.to_string(),
@@ -262,7 +262,7 @@ fn host_network_is_reached_on_loopback() {
     let mut host = facts("a", "web", "10.0.0.2");
     host.host_network = true;
     host.networks.clear();
-    host.labels.insert("teal.port".into(), "18001".into());
+    host.labels.insert("teal.port", "18001");
     let mut inv = Inventory::default();
     inv.apply(ContainerUpdate::Upsert(host));
     let server = only_server(&inv);
@@ -275,7 +275,7 @@ fn host_network_never_reaches_teals_own_listeners() {
     host.host_network = true;
     host.networks.clear();
     // scope() says teal listens on 80; a status port would be in the set too.
-    host.labels.insert("teal.port".into(), "80".into());
+    host.labels.insert("teal.port", "80");
     let mut inv = Inventory::default();
     inv.apply(ContainerUpdate::Upsert(host));
     let snapshot = inv.snapshot(&scope());
@@ -290,7 +290,7 @@ fn host_network_never_reaches_teals_own_listeners() {
 #[test]
 fn project_scope_filters() {
     let mut mine = facts("a", "web", "10.0.0.2");
-    mine.labels.insert(COMPOSE_PROJECT_LABEL.into(), "p1".into());
+    mine.labels.insert(COMPOSE_PROJECT_LABEL, "p1");
     let mut inv = Inventory::default();
     inv.apply(ContainerUpdate::Upsert(mine));
     inv.apply(ContainerUpdate::Upsert(facts("bb", "web", "10.0.0.3")));
@@ -305,9 +305,9 @@ fn project_scope_filters() {
 #[test]
 fn newest_container_sets_service_settings() {
     let mut old = facts("a", "web", "10.0.0.2");
-    old.labels.insert("teal.host".into(), "old.example".into());
+    old.labels.insert("teal.host", "old.example");
     let mut new = facts("bb", "web", "10.0.0.3");
-    new.labels.insert("teal.host".into(), "new.example".into());
+    new.labels.insert("teal.host", "new.example");
     let mut inv = Inventory::default();
     inv.apply(ContainerUpdate::Upsert(old));
     inv.apply(ContainerUpdate::Upsert(new));
@@ -333,7 +333,7 @@ fn changes_and_structure() {
     let two = inv.snapshot(&scope());
     assert!(drained.same_services(&two));
     let mut other = facts("ccc", "api", "10.0.0.4");
-    other.labels.insert("teal.host".into(), "api.example".into());
+    other.labels.insert("teal.host", "api.example");
     inv.apply(ContainerUpdate::Upsert(other));
     assert!(!two.same_services(&inv.snapshot(&scope())));
     assert!(matches!(drained.changes(&two)[..], [Change::ServerAdded { .. }]));
@@ -380,7 +380,7 @@ fn a_task_container_belongs_to_the_swarm_side() {
 #[test]
 fn project_scope_also_matches_a_stack() {
     let mut task = facts("a", "web", "10.0.9.2");
-    task.labels.insert(STACK_NAMESPACE_LABEL.into(), "shop".into());
+    task.labels.insert(STACK_NAMESPACE_LABEL, "shop");
     let mut inv = Inventory::default();
     inv.apply(ContainerUpdate::SwarmResync(vec![task]));
     inv.apply(ContainerUpdate::Upsert(facts("bb", "web", "10.0.0.3")));
@@ -394,10 +394,10 @@ fn project_scope_also_matches_a_stack() {
 #[test]
 fn a_service_nobody_can_reach_keeps_its_routes_without_servers() {
     let mut lost = facts("a", "web", "10.0.0.2");
-    lost.labels.insert("teal.network".into(), "elsewhere".into());
-    lost.labels.insert("teal.host".into(), "web.example".into());
+    lost.labels.insert("teal.network", "elsewhere");
+    lost.labels.insert("teal.host", "web.example");
     let mut bad_label = facts("bb", "api", "10.0.0.3");
-    bad_label.labels.insert("teal.port".into(), "x".into());
+    bad_label.labels.insert("teal.port", "x");
     let mut inv = Inventory::default();
     inv.apply(ContainerUpdate::Upsert(lost));
     inv.apply(ContainerUpdate::Upsert(bad_label));
@@ -412,8 +412,8 @@ fn a_service_nobody_can_reach_keeps_its_routes_without_servers() {
 
 fn tcp(id: &str, service: &str, listen: &str, created: &str) -> ContainerFacts {
     let mut f = facts(id, service, "10.0.0.2");
-    f.labels.insert("teal.mode".into(), "tcp".into());
-    f.labels.insert("teal.listen".into(), listen.into());
+    f.labels.insert("teal.mode", "tcp");
+    f.labels.insert("teal.listen", listen);
     f.created = created.into();
     f
 }
@@ -454,7 +454,7 @@ fn a_tcp_service_cannot_take_teals_own_ports() {
 #[test]
 fn https_redirect_is_a_service_setting() {
     let mut f = facts("a", "web", "10.0.0.2");
-    f.labels.insert("teal.https-redirect".into(), "true".into());
+    f.labels.insert("teal.https-redirect", "true");
     let mut inv = Inventory::default();
     inv.apply(ContainerUpdate::Upsert(f));
     assert!(inv.snapshot(&scope()).services[0].https_redirect);
@@ -549,7 +549,7 @@ fn the_groups_follow_every_change_between_snapshots() {
     assert_eq!(names(&inv.snapshot(&scope())), ["api"]);
     // A container whose labels do not parse is left out until it is gone.
     let mut bad = facts("b", "web", "10.0.0.3");
-    bad.labels.insert("teal.port".into(), "abc".into());
+    bad.labels.insert("teal.port", "abc");
     inv.apply(ContainerUpdate::Upsert(bad.clone()));
     assert_eq!(inv.snapshot(&scope()).excluded.len(), 1);
     inv.apply(ContainerUpdate::Remove(bad.id.clone()));

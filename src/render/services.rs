@@ -230,6 +230,11 @@ impl Split {
         rc.push_block(block);
         let mut out = StringOutput::new();
         self.block.render(registry, root, &mut rc, &mut out).ok()?;
-        out.into_string().ok()
+        // Kept until the service changes, in room for 8 KiB (handlebars'
+        // output buffer) where a 20-server service needs 2: 500 services
+        // held 4 MiB.
+        let mut text = out.into_string().ok()?;
+        text.shrink_to_fit();
+        Some(text)
     }
 }

@@ -24,7 +24,7 @@ fn render_snapshot(snapshot: &Snapshot) -> String {
 
 fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
     for (k, v) in labels {
-        f.labels.insert(format!("teal.{k}"), v.to_string());
+        f.labels.insert(format!("teal.{k}"), v);
     }
     f
 }

@@ -86,15 +86,15 @@ const KEYS: &[(&str, &[&str])] = &[
 fn victim(key: &str, value: &str) -> ContainerFacts {
     let mut f = facts("victim", "victim", "10.0.0.9");
     for (k, v) in [("host", "victim.example"), ("path", "/v"), ("listen", "7000")] {
-        f.labels.insert(format!("teal.{k}"), v.into());
+        f.labels.insert(format!("teal.{k}"), v);
     }
-    f.labels.insert(format!("teal.{key}"), value.into());
+    f.labels.insert(format!("teal.{key}"), value);
     f
 }
 
 fn others() -> Vec<ContainerFacts> {
     let mut api = facts("api", "api", "10.0.0.2");
-    api.labels.insert("teal.host".into(), "api.example".into());
+    api.labels.insert("teal.host", "api.example");
     vec![api, facts("web", "web", "10.0.0.3")]
 }
 

@@ -17,7 +17,7 @@ fn settings(state_dir: &str) -> ContextSettings {
 
 fn labelled(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
     for (k, v) in labels {
-        f.labels.insert(format!("teal.{k}"), v.to_string());
+        f.labels.insert(format!("teal.{k}"), v);
     }
     f
 }

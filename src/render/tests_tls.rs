@@ -11,7 +11,7 @@ use crate::tls::tests::make_certificate;
 
 fn with(mut f: ContainerFacts, labels: &[(&str, &str)]) -> ContainerFacts {
     for (k, v) in labels {
-        f.labels.insert(format!("teal.{k}"), v.to_string());
+        f.labels.insert(format!("teal.{k}"), v);
     }
     f
 }

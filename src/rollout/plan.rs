@@ -62,7 +62,7 @@ pub async fn old_containers(
         if project.is_some_and(|p| inspected.labels().get(COMPOSE_PROJECT_LABEL).map(String::as_str) != Some(p)) {
             continue;
         }
-        match labels::parse(prefix, inspected.labels()) {
+        match labels::parse(prefix, &inspected.labels().iter().collect()) {
             Ok(Some(labels)) => old.push(Old { inspected, labels }),
             Ok(None) => println!("skipping {name}: {prefix}.enable=false"),
             Err(error) => anyhow::bail!(
