@@ -317,8 +317,7 @@ async fn inspect(
     }
     let mut facts = inspected.facts(|id| networks.is_overlay(id));
     // Compose alone puts ten labels on each container: at 10,000 containers
-    // the ones teal never reads are megabytes kept for nothing, and so is
-    // the table sized for all of them (8 MB of the heap, measured).
+    // the ones teal never reads are megabytes kept for nothing.
     if let Some(facts) = &mut facts {
         facts.labels.retain(|key| crate::model::reads_label(label_prefix, key));
     }

@@ -36,7 +36,9 @@ impl Labels {
         *self = self.iter().filter(|(key, _)| keep(key)).collect();
     }
 
-    /// Sets `key` to `value`, in place of its value if it has one.
+    /// Sets `key` to `value`, in place of its value if it has one. Tests
+    /// build facts label by label; teal itself only collects and retains.
+    #[cfg(test)]
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
         let (key, value) = (key.as_ref(), value.as_ref());
         *self = self.iter().filter(|(k, _)| *k != key).chain([(key, value)]).collect();
